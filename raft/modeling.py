@@ -1,0 +1,266 @@
+"""RAFT models: stock Hugging Face BERT with rational activations (RAFs) swapped in.
+
+A RAFT model is a `BertFor...` model whose feed-forward activation in the chosen layers
+(and optionally the pooler's tanh) is replaced by an independent `Rational`. The choice
+lives in the config (`RaftConfig`), so `save_pretrained` -> `from_pretrained` (with this
+module imported) rebuilds the RAF modules and loads their learned coefficients. The GELU
+model ("bert", the paper's FAFT) is the same code path with no RAF.
+
+Initialisation: the RAFs are created *after* the stock weight initialisation and draw no
+random numbers, so a BERT and a RAFT model built under the same seed share every non-RAF
+weight. (The authors' code initialised RAFT's FFN input weights ~3x smaller than FAFT's;
+we deliberately do not, so that the activation is the only difference.)
+
+Adding another encoder family (e.g. RoBERTa, whose layers are named the same way) needs a
+config subclass and the three thin model subclasses below.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import initialization as hf_init
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForMaskedLM,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+)
+
+from raft.rational import Rational, init_coefficients
+
+VARIANTS = ("bert", "raft")
+POOLER = "pooler"
+
+
+def parse_layer_spec(spec, num_layers: int) -> tuple[list[int], bool]:
+    """Parse a RAF placement spec into (sorted layer indices, pooler flag).
+
+    Accepts "all", "none", "pooler", single indices and inclusive ranges joined by
+    commas ("0-11", "0,2,5", "0-3,8-11,pooler", "all,pooler"), or a list of such items.
+    """
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    layers: set[int] = set()
+    pooler = False
+    for raw in items:
+        item = str(raw).strip().lower()
+        if item in ("", "none"):
+            continue
+        if item == "all":
+            layers.update(range(num_layers))
+        elif item == POOLER:
+            pooler = True
+        elif re.fullmatch(r"\d+", item):
+            layers.add(int(item))
+        elif m := re.fullmatch(r"(\d+)-(\d+)", item):
+            lo, hi = int(m[1]), int(m[2])
+            if lo > hi:
+                raise ValueError(f"rational layer spec {spec!r}: range {item!r} is empty (start > end)")
+            layers.update(range(lo, hi + 1))
+        else:
+            raise ValueError(
+                f"rational layer spec {spec!r}: cannot parse {item!r} "
+                "(use 'all', 'none', 'pooler', 'i' or 'i-j' joined by commas)"
+            )
+    bad = sorted(i for i in layers if i >= num_layers)
+    if bad:
+        raise ValueError(
+            f"rational layer spec {spec!r} names layer(s) {bad}, but the model has "
+            f"{num_layers} layers (valid: 0-{num_layers - 1})"
+        )
+    return sorted(layers), pooler
+
+
+class RaftConfig(BertConfig):
+    """`BertConfig` plus the RAF placement: which FFN layers, the pooler, init and degrees."""
+
+    model_type = "raft-bert"
+
+    def __init__(
+        self,
+        raft_variant: str = "bert",
+        rational_layers=(),
+        rational_pooler: bool = False,
+        rational_init="gelu",
+        rational_degrees=(5, 4),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if raft_variant not in VARIANTS:
+            raise ValueError(f"unknown variant {raft_variant!r}; expected one of {VARIANTS}")
+        self.raft_variant = raft_variant
+        self.rational_layers = [int(i) for i in rational_layers]
+        self.rational_pooler = bool(rational_pooler)
+        # explicit coefficients are stored as lists so the config stays JSON-serialisable
+        self.rational_init = rational_init if isinstance(rational_init, str) else [list(c) for c in rational_init]
+        self.rational_degrees = [int(d) for d in rational_degrees]
+        if raft_variant == "bert" and (self.rational_layers or self.rational_pooler):
+            raise ValueError("variant 'bert' has no rational activations; use variant 'raft'")
+
+    @property
+    def num_rational_scalars(self) -> int:
+        """Number of learnable RAF scalars (the paper's RAFT-base: 13 x 10 = 130)."""
+        per_raf = self.rational_degrees[0] + 1 + self.rational_degrees[1]
+        return (len(self.rational_layers) + int(self.rational_pooler)) * per_raf
+
+
+def make_config(
+    variant: str,
+    *,
+    rational_layers="all,pooler",
+    rational_init="gelu",
+    rational_degrees=(5, 4),
+    **bert_kwargs,
+) -> RaftConfig:
+    """Build a config for variant "bert" (GELU everywhere) or "raft" (RAFs per `rational_layers`).
+
+    `bert_kwargs` are ordinary `BertConfig` arguments (vocab_size, hidden_size, ...).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if variant == "bert":
+        return RaftConfig(raft_variant="bert", **bert_kwargs)
+    num_layers = bert_kwargs.get("num_hidden_layers", BertConfig().num_hidden_layers)
+    layers, pooler = parse_layer_spec(rational_layers, num_layers)
+    init_coefficients(rational_init, tuple(rational_degrees))  # validate early, naming the bad value
+    return RaftConfig(
+        raft_variant="raft",
+        rational_layers=layers,
+        rational_pooler=pooler,
+        rational_init=rational_init,
+        rational_degrees=rational_degrees,
+        **bert_kwargs,
+    )
+
+
+def _init_spec(config: RaftConfig):
+    return config.rational_init if isinstance(config.rational_init, str) else tuple(config.rational_init)
+
+
+def _new_rational(config: RaftConfig) -> Rational:
+    return Rational(degrees=tuple(config.rational_degrees), init=_init_spec(config))
+
+
+def _install_rationals(model: nn.Module, config: RaftConfig) -> None:
+    base = getattr(model, model.base_model_prefix)
+    layers = base.encoder.layer
+    for i in config.rational_layers:
+        layers[i].intermediate.intermediate_act_fn = _new_rational(config)
+    if config.rational_pooler and getattr(base, "pooler", None) is not None:
+        base.pooler.activation = _new_rational(config)
+
+
+class _RaftMixin:
+    """Installs the RAFs after the stock constructor; initialises RAFs missing from a checkpoint."""
+
+    config_class = RaftConfig
+
+    def _install(self, config):
+        if not isinstance(config, RaftConfig):
+            raise TypeError(f"{type(self).__name__} needs a RaftConfig, got {type(config).__name__}")
+        _install_rationals(self, config)
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        # Stock init first; then RAFs whose coefficients were not loaded from a checkpoint
+        # (e.g. the pooler RAF when a masked-LM checkpoint gets a classification head).
+        # `hf_init.copy_` skips tensors that from_pretrained marked as loaded.
+        super().initialize_weights()
+        if not isinstance(self.config, RaftConfig):
+            return
+        num, den = init_coefficients(_init_spec(self.config), tuple(self.config.rational_degrees))
+        for module in rational_modules(self).values():
+            hf_init.copy_(module.numerator, torch.tensor(num, dtype=module.numerator.dtype))
+            hf_init.copy_(module.denominator, torch.tensor(den, dtype=module.denominator.dtype))
+
+
+class RaftForMaskedLM(_RaftMixin, BertForMaskedLM):
+    def __init__(self, config):
+        super().__init__(config)
+        self._install(config)
+
+
+class RaftForSequenceClassification(_RaftMixin, BertForSequenceClassification):
+    def __init__(self, config):
+        super().__init__(config)
+        self._install(config)
+
+
+class RaftForQuestionAnswering(_RaftMixin, BertForQuestionAnswering):
+    def __init__(self, config):
+        super().__init__(config)
+        self._install(config)
+
+
+AutoConfig.register(RaftConfig.model_type, RaftConfig, exist_ok=True)
+AutoModelForMaskedLM.register(RaftConfig, RaftForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(RaftConfig, RaftForSequenceClassification, exist_ok=True)
+AutoModelForQuestionAnswering.register(RaftConfig, RaftForQuestionAnswering, exist_ok=True)
+
+HEADS = {
+    "masked-lm": RaftForMaskedLM,
+    "sequence-classification": RaftForSequenceClassification,
+    "question-answering": RaftForQuestionAnswering,
+}
+
+
+def load_pretrained(path, head: str, **config_overrides):
+    """Load a pretrained RAFT/BERT directory (from `raft pretrain`) with a task head.
+
+    Raises a clear error when the directory is missing or is not a raft model directory.
+    """
+    path = Path(path)
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"pretrained model directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a model directory: no config.json (expected the 'model' "
+            "folder written by `raft pretrain`)"
+        )
+    config = AutoConfig.from_pretrained(path)
+    if not isinstance(config, RaftConfig):
+        raise ValueError(
+            f"{str(path)!r} holds a {config.model_type!r} model, not a raft model "
+            f"({RaftConfig.model_type!r}, written by `raft pretrain`)"
+        )
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
+    return HEADS[head].from_pretrained(path, config=config)
+
+
+def rational_modules(model: nn.Module) -> dict[str, Rational]:
+    """Every RAF of a model, keyed "layer.<i>" and "pooler", in layer order."""
+    base = getattr(model, model.base_model_prefix)
+    out = {}
+    for i, layer in enumerate(base.encoder.layer):
+        act = layer.intermediate.intermediate_act_fn
+        if isinstance(act, Rational):
+            out[f"layer.{i}"] = act
+    pooler = getattr(base, "pooler", None)
+    if pooler is not None and isinstance(pooler.activation, Rational):
+        out[POOLER] = pooler.activation
+    return out
+
+
+def export_rationals(model: nn.Module) -> dict[str, dict[str, list[float]]]:
+    """JSON-ready coefficients of every RAF: {name: {"numerator": [...], "denominator": [...]}}."""
+    return {
+        name: {
+            "numerator": module.numerator.detach().double().cpu().tolist(),
+            "denominator": module.denominator.detach().double().cpu().tolist(),
+        }
+        for name, module in rational_modules(model).items()
+    }
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
