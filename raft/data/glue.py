@@ -1,0 +1,513 @@
+"""GLUE: readers (Hub or GLUE-style TSV folders), the paper's split protocol, metrics.
+
+Tasks are named as the Hub's configs: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.
+Every task is returned with the same columns:
+
+    text_a  str     first sentence (CoLA/SST-2 sentence, MNLI premise, QNLI question, ...)
+    text_b  str     second sentence, ``None`` for the single-sentence tasks (cola, sst2)
+    label   int64   class id in the Hub's convention (see ``TASK_INFO[task].label_names``);
+                    float32 similarity score 0-5 for stsb
+    idx     int64   row number in the source split (Hub ``idx``; for local files the row
+                    number after the header; for the QQP held-out test the GLUE pair id)
+
+The paper's protocol (the authors' run_glue.py, reproduced exactly):
+
+* **pool / dev**: the official training set in its original row order is permuted with
+  ``numpy.random.default_rng(96).permutation(n)`` -- identical to ``Dataset.shuffle(seed=96)``
+  of the datasets library -- and the first ``int(0.75 * n)`` rows are the *train pool*, the
+  rest the *dev part* (early stopping / model selection).  RTE 1,867 / 623, CoLA 6,413 / 2,138.
+* **test**: the official validation set (MNLI: "matched" and "mismatched"; others "test").
+* **low data** (``sample(data, n, seed)``): ``random.Random(seed).sample(range(len(pool)), n)``
+  rows of the pool and, with a fresh ``random.Random(seed)``, ``n`` rows of the dev part, in
+  the sampled order (= the authors' ``random.seed(seed); random.sample(...)``).  ``n=None``
+  gives the whole pool and dev part ("full data").
+
+Offline gaps of the local copy are labelled in ``GlueData.sources`` / ``partial_data`` /
+``data_notes``: MNLI, QNLI and QQP train from ~10k-example subsets (``train_subset.tsv``), and
+QQP's test is a fixed held-out part of local GLUE *train* rows (``train_rows.tsv`` minus the
+pairs that also occur in ``train_subset.tsv``), because the official QQP dev set is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raft.data import sources as src
+from raft.data.metrics import GLUE_METRIC_NAMES, GLUE_TASKS, SELECTION_METRIC, glue_metrics
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GLUE_TASKS",
+    "TASK_INFO",
+    "GlueData",
+    "load_glue",
+    "sample",
+    "split_pool_dev",
+    "glue_metrics",
+    "read_glue_tsv",
+    "load_local_tables",
+    "tokenize",
+    "POOL_SEED",
+    "POOL_FRACTION",
+]
+
+POOL_SEED = 96
+POOL_FRACTION = 0.75
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    folder: str  # GLUE folder name under <root>/glue/
+    label_names: tuple[str, ...]  # () for regression
+    is_regression: bool
+    hub_keys: tuple[str, str | None]  # Hub column names of text_a / text_b
+    hub_eval_splits: dict[str, str]  # our eval-set name -> Hub split
+    local_eval_files: dict[str, str]  # our eval-set name -> local file name
+    # local TSV columns: header name of text_a, text_b, label (None: headerless file)
+    local_columns: tuple[str, str | None, str] | None
+    full_train_size: int  # size of the official training set (for notes)
+    test_size: dict[str, int]  # sizes of the official validation sets (for notes)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names)
+
+
+TASK_INFO: dict[str, TaskInfo] = {
+    "cola": TaskInfo("cola", "CoLA", ("unacceptable", "acceptable"), False, ("sentence", None),
+                     {"test": "validation"}, {"test": "dev.tsv"}, None, 8551, {"test": 1043}),
+    "sst2": TaskInfo("sst2", "SST-2", ("negative", "positive"), False, ("sentence", None),
+                     {"test": "validation"}, {"test": "dev.tsv"}, ("sentence", None, "label"), 67349, {"test": 872}),
+    "mrpc": TaskInfo("mrpc", "MRPC", ("not_equivalent", "equivalent"), False, ("sentence1", "sentence2"),
+                     {"test": "validation"}, {"test": "dev.tsv"}, ("#1 String", "#2 String", "Quality"), 3668,
+                     {"test": 408}),
+    "stsb": TaskInfo("stsb", "STS-B", (), True, ("sentence1", "sentence2"),
+                     {"test": "validation"}, {"test": "dev.tsv"}, ("sentence1", "sentence2", "score"), 5749,
+                     {"test": 1500}),
+    "qqp": TaskInfo("qqp", "QQP", ("not_duplicate", "duplicate"), False, ("question1", "question2"),
+                    {"test": "validation"}, {"test": "dev.tsv"}, ("question1", "question2", "is_duplicate"), 363846,
+                    {"test": 40430}),
+    "mnli": TaskInfo("mnli", "MNLI", ("entailment", "neutral", "contradiction"), False, ("premise", "hypothesis"),
+                     {"matched": "validation_matched", "mismatched": "validation_mismatched"},
+                     {"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"},
+                     ("sentence1", "sentence2", "gold_label"), 392702, {"matched": 9815, "mismatched": 9832}),
+    "qnli": TaskInfo("qnli", "QNLI", ("entailment", "not_entailment"), False, ("question", "sentence"),
+                     {"test": "validation"}, {"test": "dev.tsv"}, ("question", "sentence", "label"), 104743,
+                     {"test": 5463}),
+    "rte": TaskInfo("rte", "RTE", ("entailment", "not_entailment"), False, ("sentence1", "sentence2"),
+                    {"test": "validation"}, {"test": "dev.tsv"}, ("sentence1", "sentence2", "label"), 2490,
+                    {"test": 277}),
+    "wnli": TaskInfo("wnli", "WNLI", ("not_entailment", "entailment"), False, ("sentence1", "sentence2"),
+                     {"test": "validation"}, {"test": "dev.tsv"}, ("sentence1", "sentence2", "label"), 635,
+                     {"test": 71}),
+}
+
+# Expected local layout, for error messages.
+_LAYOUT = {
+    "cola": "CoLA/{train,dev}.tsv (no header: source, label, mark, sentence)",
+    "sst2": "SST-2/{train,dev}.tsv (header: sentence label)",
+    "mrpc": "MRPC/{train,dev}.tsv (header: Quality #1 ID #2 ID #1 String #2 String)",
+    "stsb": "STS-B/{train,dev}.tsv (GLUE header ending in sentence1 sentence2 score)",
+    "qqp": "QQP/{train.tsv | train_subset.tsv} and {dev.tsv | train_rows.tsv} "
+           "(header: ... question1 question2 is_duplicate; train_rows.tsv headerless GLUE rows)",
+    "mnli": "MNLI/{train.tsv | train_subset.tsv}, dev_matched.tsv, dev_mismatched.tsv "
+            "(header: ... sentence1 sentence2 ... gold_label)",
+    "qnli": "QNLI/{train.tsv | train_subset.tsv}, dev.tsv (header: index question sentence label)",
+    "rte": "RTE/{train,dev}.tsv (header: index sentence1 sentence2 label)",
+    "wnli": "WNLI/{train,dev}.tsv (header: index sentence1 sentence2 label)",
+}
+
+
+def task_info(task: str) -> TaskInfo:
+    t = str(task).lower()
+    if t not in TASK_INFO:
+        raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASKS)}")
+    return TASK_INFO[t]
+
+
+def _features(task: str):
+    from datasets import Features, Value
+
+    info = task_info(task)
+    return Features({
+        "text_a": Value("string"),
+        "text_b": Value("string"),
+        "label": Value("float32") if info.is_regression else Value("int64"),
+        "idx": Value("int64"),
+    })
+
+
+# ----------------------------------------------------------------------------------------
+# Local TSV readers
+# ----------------------------------------------------------------------------------------
+class GlueFormatError(ValueError):
+    """A local GLUE file does not have the expected format (the message names file and line)."""
+
+
+_GLUED_LABEL = re.compile(r"^(.*) ([01])$", re.DOTALL)
+
+
+def _read_lines(path: Path) -> list[str]:
+    # utf-8-sig strips MRPC's byte-order mark; newline="" keeps \r so we can drop CRLF ourselves
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _label_id(task: str, raw: str, path: Path, lineno: int):
+    info = task_info(task)
+    raw = raw.strip()
+    try:
+        if info.is_regression:
+            return float(raw)
+        if raw in info.label_names:
+            return info.label_names.index(raw)
+        value = int(raw)
+        if 0 <= value < len(info.label_names):
+            return value
+    except ValueError:
+        pass
+    what = "a float score" if info.is_regression else f"one of {list(info.label_names)} or 0..{info.num_labels - 1}"
+    raise GlueFormatError(f"{path}:{lineno}: bad {task} label {raw!r}; expected {what}")
+
+
+def read_glue_tsv(task: str, path: str | os.PathLike, *, headerless: bool | None = None) -> dict[str, list]:
+    """Parse one GLUE-style TSV file of ``task`` into uniform columns.
+
+    Handles the local copies' quirks: CoLA has no header; MRPC starts with a UTF-8 byte-order
+    mark and uses CRLF line ends; MNLI files may have 4 columns (index, sentence1, sentence2,
+    gold_label) or GLUE's 12/15 columns -- columns are found by header name; STS-B has 10
+    columns; QQP ``train_rows.tsv`` is headerless (id, qid1, qid2, question1, question2,
+    is_duplicate) and a row may carry its label glued to question2 with a space ("...? 0").
+    Quotes are not special (GLUE files are not CSV-quoted).  A row with the wrong number of
+    fields raises ``GlueFormatError`` naming the file and line.
+
+    Returns ``{"text_a": [...], "text_b": [...], "label": [...], "idx": [...]}``.
+    """
+    info = task_info(task)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"GLUE {info.name}: file {str(path)!r} not found; expected layout "
+            f"<data-dir>/glue/{_LAYOUT[info.name]}"
+        )
+    lines = _read_lines(path)
+    if headerless is None:
+        headerless = info.name == "cola" or (info.name == "qqp" and path.name == "train_rows.tsv")
+    out: dict[str, list] = {"text_a": [], "text_b": [], "label": [], "idx": []}
+    if headerless:
+        if info.name == "cola":
+            ncols, ia, ib, il, iidx = 4, 3, None, 1, None
+        elif info.name == "qqp":
+            ncols, ia, ib, il, iidx = 6, 3, 4, 5, 0
+        else:
+            raise GlueFormatError(f"{path}: only CoLA and QQP train_rows files are headerless")
+        first = 1
+    else:
+        if not lines:
+            raise GlueFormatError(f"{path}: empty file (expected a header line)")
+        header = lines[0].split("\t")
+        ca, cb, cl = info.local_columns  # type: ignore[misc]
+        missing = [c for c in (ca, cb, cl) if c is not None and c not in header]
+        if missing:
+            raise GlueFormatError(
+                f"{path}:1: header {header} lacks column(s) {missing}; expected layout "
+                f"<data-dir>/glue/{_LAYOUT[info.name]}"
+            )
+        ncols = len(header)
+        ia, il = header.index(ca), header.index(cl)
+        ib = header.index(cb) if cb is not None else None
+        iidx = None
+        first = 2
+    for k, line in enumerate(lines[first - 1:] if not headerless else lines):
+        lineno = k + first
+        fields = line.split("\t")
+        if info.name == "qqp" and len(fields) == ncols - 1:
+            m = _GLUED_LABEL.match(fields[-1])
+            if m:  # GLUE quirk: "...question2 0" with the label glued on by a space
+                fields = fields[:-1] + [m.group(1), m.group(2)]
+        if len(fields) != ncols:
+            raise GlueFormatError(
+                f"{path}:{lineno}: corrupt row with {len(fields)} tab-separated fields, expected {ncols}: "
+                f"{line[:120]!r}"
+            )
+        out["text_a"].append(fields[ia])
+        out["text_b"].append(fields[ib] if ib is not None else None)
+        out["label"].append(_label_id(info.name, fields[il], path, lineno))
+        if iidx is not None:
+            try:
+                out["idx"].append(int(fields[iidx]))
+            except ValueError:
+                raise GlueFormatError(f"{path}:{lineno}: bad id {fields[iidx]!r}") from None
+        else:
+            out["idx"].append(len(out["idx"]))
+    if not out["label"]:
+        raise GlueFormatError(f"{path}: no data rows")
+    return out
+
+
+def _dataset(task: str, columns: dict[str, list]):
+    from datasets import Dataset
+
+    return Dataset.from_dict(columns, features=_features(task))
+
+
+def _task_dir(task: str, root: Path) -> Path:
+    return root / "glue" / task_info(task).folder
+
+
+def _missing(task: str, path: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"GLUE {task}: missing file {str(path)!r}; expected layout <data-dir>/glue/{_LAYOUT[task]}"
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _load_local_cached(task: str, root: str) -> tuple[dict, dict, list]:
+    """(tables, sources, notes) of a local task folder; cached per process (files are read-only)."""
+    info = task_info(task)
+    d = _task_dir(task, Path(root))
+    tables: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    notes: list[str] = []
+
+    # training set: full train.tsv, else the local subset
+    if (d / "train.tsv").is_file():
+        tables["train"] = _dataset(task, read_glue_tsv(task, d / "train.tsv"))
+        sources["train"] = src.LOCAL
+    elif (d / "train_subset.tsv").is_file():
+        tables["train"] = _dataset(task, read_glue_tsv(task, d / "train_subset.tsv", headerless=False))
+        sources["train"] = src.LOCAL_SUBSET
+        notes.append(
+            f"{task.upper()} training data: a local random sample of {len(tables['train']):,} of the "
+            f"{info.full_train_size:,} official training examples (glue/{info.folder}/train_subset.tsv); "
+            f"'full data' for {task.upper()} means this subset, and the train pool / dev part are "
+            f"{POOL_FRACTION:.0%} / {1 - POOL_FRACTION:.0%} of it."
+        )
+    else:
+        raise _missing(task, d / "train.tsv")
+
+    # evaluation set(s): official dev files; QQP offline: held-out GLUE train rows
+    if task == "qqp" and not (d / "dev.tsv").is_file():
+        rows_path = d / "train_rows.tsv"
+        if not rows_path.is_file():
+            raise _missing(task, d / "dev.tsv")
+        rows = read_glue_tsv(task, rows_path, headerless=True)
+        train = tables["train"]
+        seen = set(zip(train["text_a"], train["text_b"]))
+        keep = [i for i, pair in enumerate(zip(rows["text_a"], rows["text_b"])) if pair not in seen]
+        n_overlap = len(rows["label"]) - len(keep)
+        held = {k: [v[i] for i in keep] for k, v in rows.items()}
+        tables["test"] = _dataset(task, held)
+        sources["test"] = src.HELD_OUT
+        notes.append(
+            f"QQP test: the official QQP validation set ({info.test_size['test']:,} pairs) is not in the "
+            f"local copy; the test set is {len(keep):,} held-out GLUE QQP *training* rows "
+            f"(glue/QQP/train_rows.tsv, {len(rows['label']):,} rows, minus {n_overlap:,} pairs that also "
+            f"occur in the training subset); idx = GLUE pair id."
+        )
+    else:
+        for name, fname in info.local_eval_files.items():
+            p = d / fname
+            if not p.is_file():
+                raise _missing(task, p)
+            tables[name] = _dataset(task, read_glue_tsv(task, p))
+        sources["test"] = src.LOCAL
+    return tables, sources, notes
+
+
+def load_local_tables(task: str, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The raw local tables of a task: ``{"train": Dataset, <eval set>: Dataset, ...}``.
+
+    Eval sets are named "test" (MNLI: "matched", "mismatched"); QQP's offline test is the
+    held-out part of ``train_rows.tsv``.  Raises ``FileNotFoundError`` when the task folder or
+    a file is missing.
+    """
+    info = task_info(task)
+    root = src.resolve_data_dir(data_dir)
+    if root is None:
+        raise FileNotFoundError(f"no local data root (give data_dir or set ${src.ENV_VAR})")
+    d = _task_dir(info.name, root)
+    if not d.is_dir():
+        raise FileNotFoundError(
+            f"GLUE {info.name}: folder {str(d)!r} not found; expected layout <data-dir>/glue/{_LAYOUT[info.name]}"
+        )
+    tables, _, _ = _load_local_cached(info.name, str(root))
+    return dict(tables)
+
+
+def clear_cache() -> None:
+    """Forget parsed local tables (they are cached per process)."""
+    _load_local_cached.cache_clear()
+
+
+# ----------------------------------------------------------------------------------------
+# Hub
+# ----------------------------------------------------------------------------------------
+def _uniform_from_hub(task: str, ds):
+    """Hub GLUE split -> uniform columns (text_a, text_b, label, idx)."""
+    info = task_info(task)
+    ka, kb = info.hub_keys
+    cols = {"text_a": ds[ka], "text_b": ds[kb] if kb else [None] * len(ds), "label": ds["label"]}
+    cols["idx"] = ds["idx"] if "idx" in ds.column_names else list(range(len(ds)))
+    return _dataset(task, cols)
+
+
+def _load_hub(task: str, why: str) -> tuple[dict, dict, list]:
+    info = task_info(task)
+    dd = src.load_hub_dataset(src.HUB_GLUE, info.name, why=why)
+    tables = {"train": _uniform_from_hub(task, dd["train"])}
+    for name, split in info.hub_eval_splits.items():
+        tables[name] = _uniform_from_hub(task, dd[split])
+    return tables, {"train": src.HUB, "test": src.HUB}, []
+
+
+# ----------------------------------------------------------------------------------------
+# The paper's protocol
+# ----------------------------------------------------------------------------------------
+@dataclass
+class GlueData:
+    """One GLUE task split as in the paper.  ``tests`` maps eval-set name -> Dataset."""
+
+    task: str
+    pool: Any  # datasets.Dataset: train pool (75 % of the official train, seed 96)
+    dev: Any  # datasets.Dataset: dev part (the other 25 %), for early stopping / selection
+    tests: dict[str, Any]  # "test" (MNLI: "matched", "mismatched"): the official validation set(s)
+    sources: dict[str, str]  # {"train": hub|local|local-subset, "test": hub|local|held-out}
+    partial_data: bool  # True when any part is not the complete official set
+    data_notes: list[str]  # human-readable notes on gaps/substitutions, for result files
+    num_labels: int  # 1 for stsb (regression)
+    label_names: list[str]  # [] for stsb
+    is_regression: bool
+    shuffle_seed: int = POOL_SEED
+    pool_fraction: float = POOL_FRACTION
+    metric_names: tuple[str, ...] = field(default=())
+    selection_metric: str = ""
+
+    @property
+    def sizes(self) -> dict[str, Any]:
+        return {"pool": len(self.pool), "dev_part": len(self.dev), "test": {k: len(v) for k, v in self.tests.items()}}
+
+    def metrics(self, predictions, labels) -> dict[str, float]:
+        return glue_metrics(self.task, predictions, labels)
+
+    def metadata(self) -> dict[str, Any]:
+        """The fields every result file carries about its data."""
+        return {
+            "sources": dict(self.sources),
+            "partial_data": self.partial_data,
+            "data_notes": list(self.data_notes),
+            "sizes": self.sizes,
+            "selection_metric": self.selection_metric,
+        }
+
+
+def split_pool_dev(dataset, seed: int = POOL_SEED, fraction: float = POOL_FRACTION):
+    """(pool, dev): ``default_rng(seed).permutation(n)`` (= ``Dataset.shuffle(seed)``), first
+    ``int(fraction * n)`` rows -> pool, the rest -> dev, as in the authors' run_glue.py."""
+    n = len(dataset)
+    perm = np.random.default_rng(seed).permutation(n)
+    k = int(n * fraction)
+    return dataset.select(perm[:k]), dataset.select(perm[k:])
+
+
+def load_glue(task: str, data_dir: str | os.PathLike | None = None) -> GlueData:
+    """Load one GLUE task and split it as in the paper.
+
+    Source: ``<data_dir or $RAFT_DATA_DIR>/glue/<Task>/`` when that folder exists (a missing or
+    broken file inside it is an error), else the Hub (``nyu-mll/glue``, config = task name).
+    """
+    info = task_info(task)
+    root = src.resolve_data_dir(data_dir)
+    notes: list[str] = []
+    d = _task_dir(info.name, root) if root is not None else None
+    if d is not None and d.is_dir():
+        tables, sources, local_notes = _load_local_cached(info.name, str(root))
+        notes += local_notes
+    else:
+        why = (f"no local folder {str(d)!r}" if d is not None
+               else f"no local data root is set (--data-dir / ${src.ENV_VAR})")
+        log.warning("GLUE %s: %s; using the Hugging Face Hub (%s)", info.name, why, src.HUB_GLUE)
+        tables, sources, _ = _load_hub(info.name, why)
+        if d is not None:
+            notes.append(f"{info.name.upper()}: not found under the local data root ({d}); loaded from the Hub.")
+    pool, dev = split_pool_dev(tables["train"])
+    tests = {name: tables[name] for name in info.local_eval_files}
+    partial = sources["train"] not in (src.LOCAL, src.HUB) or sources["test"] not in (src.LOCAL, src.HUB)
+    return GlueData(
+        task=info.name,
+        pool=pool,
+        dev=dev,
+        tests=tests,
+        sources=sources,
+        partial_data=bool(partial),
+        data_notes=notes,
+        num_labels=info.num_labels,
+        label_names=list(info.label_names),
+        is_regression=info.is_regression,
+        metric_names=GLUE_METRIC_NAMES[info.name],
+        selection_metric=SELECTION_METRIC[info.name],
+    )
+
+
+def _parse_n(n) -> int | None:
+    if n is None or (isinstance(n, str) and n.lower() in ("full", "none", "all")):
+        return None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (isinstance(n, str) and n.isdigit()):
+        raise ValueError(f"N must be a positive integer or None/'full', got {n!r}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"N must be >= 1, got {n}")
+    return n
+
+
+def sample(data, n, seed: int):
+    """(train, dev) for one run: ``n`` examples of the pool and ``n`` of the dev part.
+
+    ``n=None`` (or "full") returns the whole pool and dev part.  Sampling reproduces the
+    authors' ``random.seed(seed); random.sample(range(len(part)), n)`` for each part.  Works
+    for ``GlueData`` and ``SquadData``.  ``n`` larger than the pool or the dev part raises.
+    """
+    n = _parse_n(n)
+    if n is None:
+        return data.pool, data.dev
+    name = getattr(data, "task", "data")
+    for part, ds in (("train pool", data.pool), ("dev part", data.dev)):
+        if n > len(ds):
+            raise ValueError(
+                f"{name}: N={n} is larger than the {part} ({len(ds):,} examples; pool {len(data.pool):,}, "
+                f"dev part {len(data.dev):,}); use N <= {min(len(data.pool), len(data.dev)):,} or N=None for full data"
+            )
+    train = data.pool.select(random.Random(seed).sample(range(len(data.pool)), n))
+    dev = data.dev.select(random.Random(seed).sample(range(len(data.dev)), n))
+    return train, dev
+
+
+def tokenize(dataset, tokenizer, max_length: int = 128, padding: bool | str = False, num_proc: int | None = None):
+    """Tokenize a uniform GLUE Dataset (text_a / text_b) -> input_ids, token_type_ids,
+    attention_mask; keeps ``label`` and ``idx``, drops the texts (truncation to max_length)."""
+
+    def fn(batch):
+        if all(b is None for b in batch["text_b"]):
+            enc = tokenizer(batch["text_a"], truncation=True, max_length=max_length, padding=padding)
+        else:
+            enc = tokenizer(batch["text_a"], batch["text_b"], truncation=True, max_length=max_length,
+                            padding=padding)
+        return dict(enc)
+
+    return dataset.map(fn, batched=True, remove_columns=["text_a", "text_b"], num_proc=num_proc,
+                       desc="tokenizing")

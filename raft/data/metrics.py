@@ -1,0 +1,193 @@
+"""Official metrics of GLUE (scikit-learn / scipy) and SQuAD v1.1 (the official script's logic).
+
+GLUE values are fractions in [0, 1] (as scikit-learn returns them); SQuAD values are percent
+(as the official ``evaluate-v1.1.py`` prints them).  Every result dict carries ``score``, the
+paper's model-selection score:
+
+=========  ==========================================  =====================================
+task       metrics                                     score
+=========  ==========================================  =====================================
+cola       matthews_correlation                        matthews_correlation
+stsb       pearson, spearman                           mean(pearson, spearman)
+mrpc, qqp  accuracy, f1 (positive class 1)             mean(accuracy, f1)
+others     accuracy                                    accuracy
+squad      exact_match, f1 (percent)                   f1
+=========  ==========================================  =====================================
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+# metric names per task (the first ones listed feed ``score`` as described above)
+GLUE_METRIC_NAMES: dict[str, tuple[str, ...]] = {
+    "cola": ("matthews_correlation",),
+    "sst2": ("accuracy",),
+    "mrpc": ("accuracy", "f1"),
+    "stsb": ("pearson", "spearman"),
+    "qqp": ("accuracy", "f1"),
+    "mnli": ("accuracy",),
+    "qnli": ("accuracy",),
+    "rte": ("accuracy",),
+    "wnli": ("accuracy",),
+}
+
+# human-readable description of the selection score, for result files
+SELECTION_METRIC: dict[str, str] = {
+    "cola": "matthews_correlation",
+    "sst2": "accuracy",
+    "mrpc": "mean(accuracy, f1)",
+    "stsb": "mean(pearson, spearman)",
+    "qqp": "mean(accuracy, f1)",
+    "mnli": "accuracy",
+    "qnli": "accuracy",
+    "rte": "accuracy",
+    "wnli": "accuracy",
+}
+
+
+def _check_task(task: str) -> str:
+    t = str(task).lower()
+    if t not in GLUE_TASKS:
+        raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASKS)}")
+    return t
+
+
+def _as_predictions(task: str, predictions) -> np.ndarray:
+    p = np.asarray(predictions)
+    if task == "stsb":
+        p = p.astype(np.float64)
+        if p.ndim == 2 and p.shape[1] == 1:
+            p = p[:, 0]
+        if p.ndim != 1:
+            raise ValueError(f"stsb predictions must be a 1-D array of scores, got shape {p.shape}")
+        return p
+    if p.ndim == 2:  # logits / probabilities -> class ids
+        p = p.argmax(axis=-1)
+    if p.ndim != 1:
+        raise ValueError(f"{task} predictions must be class ids (n,) or logits (n, k), got shape {p.shape}")
+    return p.astype(np.int64)
+
+
+def _finite(x: float) -> float:
+    """Correlations are undefined for constant inputs; count them as 0 (no correlation)."""
+    x = float(x)
+    return x if np.isfinite(x) else 0.0
+
+
+def glue_metrics(task: str, predictions, labels) -> dict[str, float]:
+    """The official metric(s) of one GLUE task plus the selection ``score``.
+
+    ``predictions``: class ids (n,) or logits (n, k); for stsb the predicted scores (n,) or (n, 1).
+    ``labels``: gold class ids, or gold scores for stsb.
+    Pearson / Spearman of a constant prediction are undefined; they are reported as 0.0
+    (as scikit-learn does for the Matthews correlation).
+    """
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    task = _check_task(task)
+    p = _as_predictions(task, predictions)
+    y = np.asarray(labels)
+    if len(p) != len(y):
+        raise ValueError(f"{task}: {len(p)} predictions but {len(y)} labels")
+    if len(y) == 0:
+        raise ValueError(f"{task}: no examples to score")
+    out: dict[str, float] = {}
+    if task == "stsb":
+        y = y.astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConstantInputWarning
+            out["pearson"] = _finite(pearsonr(p, y)[0]) if len(y) > 1 else 0.0
+            out["spearman"] = _finite(spearmanr(p, y)[0]) if len(y) > 1 else 0.0
+        out["score"] = (out["pearson"] + out["spearman"]) / 2
+        return out
+    y = y.astype(np.int64)
+    if task == "cola":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["matthews_correlation"] = _finite(matthews_corrcoef(y, p))
+        out["score"] = out["matthews_correlation"]
+        return out
+    out["accuracy"] = float(accuracy_score(y, p))
+    if task in ("mrpc", "qqp"):
+        out["f1"] = float(f1_score(y, p, pos_label=1, average="binary", zero_division=0.0))
+        out["score"] = (out["accuracy"] + out["f1"]) / 2
+    else:
+        out["score"] = out["accuracy"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# SQuAD v1.1: the normalisation and scores of the official evaluate-v1.1.py
+# ----------------------------------------------------------------------------------------
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = frozenset(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower text and remove punctuation, articles and extra whitespace (official v1.1)."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def squad_f1(prediction: str, ground_truth: str) -> float:
+    """Token-overlap F1 of one prediction against one reference (fraction in [0, 1])."""
+    pred_tokens = normalize_answer(prediction).split()
+    truth_tokens = normalize_answer(ground_truth).split()
+    common = collections.Counter(pred_tokens) & collections.Counter(truth_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(pred_tokens)
+    recall = num_same / len(truth_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def squad_exact_match(prediction: str, ground_truth: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(ground_truth))
+
+
+def _max_over(fn, prediction: str, ground_truths: Iterable[str]) -> float:
+    return max(fn(prediction, gt) for gt in ground_truths)
+
+
+def squad_metrics(predictions: Mapping[str, str], references: Mapping[str, Sequence[str] | str]) -> dict[str, float]:
+    """Official SQuAD v1.1 EM / F1 in percent, the max over each question's references.
+
+    ``predictions``: {question id: predicted text}; ``references``: {question id: list of gold
+    answer texts}.  Every reference id is scored; an id without a prediction counts 0 (the
+    official script does the same, with a message).  Predictions for unknown ids are an error.
+    ``score`` = f1.
+    """
+    if not references:
+        raise ValueError("squad_metrics: no references to score")
+    unknown = set(predictions) - set(references)
+    if unknown:
+        raise ValueError(f"squad_metrics: {len(unknown)} predictions for unknown ids, e.g. {sorted(unknown)[:3]}")
+    em = f1 = 0.0
+    for qid, gts in references.items():
+        if isinstance(gts, str):
+            gts = [gts]
+        gts = list(gts)
+        if not gts:
+            raise ValueError(f"squad_metrics: question {qid!r} has no reference answers")
+        if qid not in predictions:
+            continue
+        pred = predictions[qid]
+        em += _max_over(squad_exact_match, pred, gts)
+        f1 += _max_over(squad_f1, pred, gts)
+    n = len(references)
+    out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+    out["score"] = out["f1"]
+    return out

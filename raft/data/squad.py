@@ -1,0 +1,370 @@
+"""SQuAD v1.1: readers (Hub or official JSON), the paper's split protocol, features, EM/F1.
+
+Examples are flat, in the Hub's ``squad`` format::
+
+    id, title, context, question, answers {"text": [str, ...], "answer_start": [int, ...]}
+
+Protocol (same shape as GLUE, see ``raft.data.glue``):
+
+* **With the official train set** (Hub ``rajpurkar/squad``, or a local
+  ``<root>/squad/v1.1/train-v1.1.json``): official train -> ``default_rng(96).permutation``,
+  first ``int(0.75 n)`` = train pool, rest = dev part; official dev (10,570) = test.
+* **Offline, dev only** (the shared local copy has only ``dev-v1.1.json``): the 48 dev
+  articles are split *by article* -- ``default_rng(96).permutation(n_articles)``, the first
+  ``round(OFFLINE_TEST_FRACTION * n_articles)`` articles (24 of 48; 5,676 questions) are the
+  test part, the other articles (4,894 questions) the training side -- and the training side is
+  split into pool / dev part exactly like an official train set (seed 96, 75 / 25:
+  3,670 / 1,224).  The result is labelled ``sources = {"train": "local-subset", "test":
+  "held-out"}``, ``partial_data = True`` and explained in ``data_notes``.
+* **Low data**: ``sample(data, n, seed)`` (the GLUE function): n questions from the pool and n
+  from the dev part.
+
+Features follow the Hugging Face ``run_qa.py`` example: question + context pairs truncated
+``only_second`` with overlapping windows (``doc_stride`` = the number of tokens two windows of
+one context share, the tokenizer's ``stride``), offset mappings kept for answer extraction,
+questions cut to ``max_query_length`` tokens first (as in the original BERT code).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raft.data import sources as src
+from raft.data.glue import POOL_FRACTION, POOL_SEED, sample, split_pool_dev
+from raft.data.metrics import normalize_answer, squad_metrics
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SquadData",
+    "load_squad",
+    "read_squad_json",
+    "split_by_article",
+    "sample",
+    "prepare_train_features",
+    "prepare_eval_features",
+    "tokenize_train",
+    "tokenize_eval",
+    "postprocess_predictions",
+    "squad_metrics",
+    "normalize_answer",
+    "references",
+    "OFFLINE_TEST_FRACTION",
+]
+
+OFFLINE_TEST_FRACTION = 0.5  # share of dev *articles* held out as the offline test part
+LOCAL_RELDIR = Path("squad") / "v1.1"
+OFFICIAL_SIZES = {"train": 87599, "test": 10570}
+
+
+def _features():
+    from datasets import Features, List, Value
+
+    return Features({
+        "id": Value("string"),
+        "title": Value("string"),
+        "context": Value("string"),
+        "question": Value("string"),
+        "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
+    })
+
+
+def read_squad_json(path: str | os.PathLike) -> dict[str, list]:
+    """Flatten an official SQuAD v1.1 JSON file into columns (id, title, context, question, answers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"SQuAD file {str(path)!r} not found; expected the official JSON at "
+            f"<data-dir>/{LOCAL_RELDIR.as_posix()}/dev-v1.1.json (and optionally train-v1.1.json)"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        articles = raw["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not an official SQuAD JSON file ({type(exc).__name__}: {exc})") from exc
+    cols: dict[str, list] = {k: [] for k in ("id", "title", "context", "question", "answers")}
+    for a, article in enumerate(articles):
+        title = article.get("title", "")
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            for qa in paragraph["qas"]:
+                answers = qa.get("answers", [])
+                cols["id"].append(qa["id"])
+                cols["title"].append(title)
+                cols["context"].append(context)
+                cols["question"].append(qa["question"])
+                cols["answers"].append({
+                    "text": [x["text"] for x in answers],
+                    "answer_start": [int(x["answer_start"]) for x in answers],
+                })
+    if not cols["id"]:
+        raise ValueError(f"{path}: no questions")
+    if len(set(cols["id"])) != len(cols["id"]):
+        raise ValueError(f"{path}: duplicate question ids")
+    return cols
+
+
+def _dataset(cols: dict[str, list]):
+    from datasets import Dataset
+
+    return Dataset.from_dict(cols, features=_features())
+
+
+def split_by_article(dataset, test_fraction: float = OFFLINE_TEST_FRACTION, seed: int = POOL_SEED):
+    """(train_side, test): articles (titles, in order of first appearance) permuted with
+    ``default_rng(seed)``; the first ``round(test_fraction * n_articles)`` go to the test part.
+    Row order inside each part is the file order."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    titles = dataset["title"]
+    articles = list(dict.fromkeys(titles))
+    if len(articles) < 2:
+        raise ValueError("cannot split fewer than 2 articles")
+    perm = np.random.default_rng(seed).permutation(len(articles))
+    k = min(max(1, round(test_fraction * len(articles))), len(articles) - 1)
+    test_titles = {articles[i] for i in perm[:k]}
+    test_idx = [i for i, t in enumerate(titles) if t in test_titles]
+    train_idx = [i for i, t in enumerate(titles) if t not in test_titles]
+    return dataset.select(train_idx), dataset.select(test_idx)
+
+
+@dataclass
+class SquadData:
+    """SQuAD split as in the paper; ``tests`` = {"test": Dataset}."""
+
+    pool: Any
+    dev: Any
+    tests: dict[str, Any]
+    sources: dict[str, str]
+    partial_data: bool
+    data_notes: list[str]
+    task: str = "squad"
+    shuffle_seed: int = POOL_SEED
+    pool_fraction: float = POOL_FRACTION
+    selection_metric: str = "f1"
+    split_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> dict[str, Any]:
+        return {"pool": len(self.pool), "dev_part": len(self.dev), "test": {k: len(v) for k, v in self.tests.items()}}
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "sources": dict(self.sources),
+            "partial_data": self.partial_data,
+            "data_notes": list(self.data_notes),
+            "sizes": self.sizes,
+            "selection_metric": self.selection_metric,
+        }
+
+
+def load_squad(data_dir: str | os.PathLike | None = None,
+               offline_test_fraction: float = OFFLINE_TEST_FRACTION) -> SquadData:
+    """Load SQuAD v1.1 and split it as in the paper (see the module docstring).
+
+    Local: ``<data_dir or $RAFT_DATA_DIR>/squad/v1.1/`` when that folder exists -- it must hold
+    ``dev-v1.1.json``; with ``train-v1.1.json`` too the official protocol is used, else the
+    offline article split.  Otherwise the Hub (``rajpurkar/squad``).
+    """
+    root = src.resolve_data_dir(data_dir)
+    d = root / LOCAL_RELDIR if root is not None else None
+    notes: list[str] = []
+    info: dict[str, Any] = {}
+    if d is not None and d.is_dir():
+        dev_path, train_path = d / "dev-v1.1.json", d / "train-v1.1.json"
+        dev_all = _dataset(read_squad_json(dev_path))
+        if train_path.is_file():
+            train_side, test = _dataset(read_squad_json(train_path)), dev_all
+            sources = {"train": src.LOCAL, "test": src.LOCAL}
+        else:
+            train_side, test = split_by_article(dev_all, offline_test_fraction)
+            n_art = len(set(dev_all["title"]))
+            n_test_art = len(set(test["title"]))
+            sources = {"train": src.LOCAL_SUBSET, "test": src.HELD_OUT}
+            info = {"kind": "offline-article-split", "test_fraction_of_articles": offline_test_fraction,
+                    "articles": n_art, "test_articles": n_test_art, "seed": POOL_SEED}
+            notes.append(
+                f"SQuAD: no official training set offline; the official dev set "
+                f"({len(dev_all):,} questions, {n_art} articles; squad/v1.1/dev-v1.1.json) was split by "
+                f"article (seed {POOL_SEED}): {n_test_art} articles ({len(test):,} questions) are the test "
+                f"part, {n_art - n_test_art} articles ({len(train_side):,} questions) form the training side, "
+                f"split {POOL_FRACTION:.0%} / {1 - POOL_FRACTION:.0%} into train pool and dev part. "
+                f"Not comparable to official SQuAD dev scores."
+            )
+    else:
+        why = (f"no local folder {str(d)!r}" if d is not None
+               else f"no local data root is set (--data-dir / ${src.ENV_VAR})")
+        log.warning("SQuAD: %s; using the Hugging Face Hub (%s)", why, src.HUB_SQUAD)
+        dd = src.load_hub_dataset(src.HUB_SQUAD, why=why)
+        train_side, test = dd["train"], dd["validation"]
+        sources = {"train": src.HUB, "test": src.HUB}
+        if d is not None:
+            notes.append(f"SQuAD: not found under the local data root ({d}); loaded from the Hub.")
+    pool, dev = split_pool_dev(train_side)
+    partial = sources["train"] not in (src.LOCAL, src.HUB) or sources["test"] not in (src.LOCAL, src.HUB)
+    return SquadData(pool=pool, dev=dev, tests={"test": test}, sources=sources, partial_data=bool(partial),
+                     data_notes=notes, split_info=info)
+
+
+def references(examples) -> dict[str, list[str]]:
+    """{question id: list of gold answer texts} for ``squad_metrics``."""
+    return {i: list(a["text"]) for i, a in zip(examples["id"], examples["answers"])}
+
+
+# ----------------------------------------------------------------------------------------
+# Features (Hugging Face run_qa.py style)
+# ----------------------------------------------------------------------------------------
+def _check_lengths(max_seq_length: int, doc_stride: int, max_query_length: int) -> None:
+    room = max_seq_length - max_query_length - 3  # [CLS] q [SEP] c [SEP]
+    if room <= 0:
+        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for context after a "
+                         f"{max_query_length}-token question")
+    if not 0 <= doc_stride < room:
+        raise ValueError(
+            f"doc_stride={doc_stride} must be smaller than the context room of a window "
+            f"(max_seq_length - max_query_length - 3 = {room}); e.g. max_seq_length 384 with stride 128, "
+            f"or max_seq_length 128 with stride <= {room - 1}"
+        )
+
+
+def _truncate_questions(questions: list[str], tokenizer, max_query_length: int) -> list[str]:
+    """Strip leading whitespace (run_qa) and cut questions to ``max_query_length`` tokens."""
+    questions = [q.lstrip() for q in questions]
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for q, offsets in zip(questions, enc["offset_mapping"]):
+        if len(offsets) > max_query_length:
+            q = q[: offsets[max_query_length - 1][1]]
+        out.append(q)
+    return out
+
+
+def _tokenize_pairs(examples, tokenizer, max_seq_length, doc_stride, max_query_length, padding):
+    _check_lengths(max_seq_length, doc_stride, max_query_length)
+    questions = _truncate_questions(list(examples["question"]), tokenizer, max_query_length)
+    return tokenizer(
+        questions,
+        list(examples["context"]),
+        truncation="only_second",
+        max_length=max_seq_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=padding,
+    )
+
+
+def prepare_train_features(examples, tokenizer, max_seq_length: int = 384, doc_stride: int = 128,
+                           max_query_length: int = 64, padding: bool | str = "max_length"):
+    """Batched examples -> training features with ``start_positions`` / ``end_positions``.
+
+    A window that does not contain the (first) answer points both positions at [CLS] (index 0),
+    as in run_qa.py.  Use with ``Dataset.map(batched=True, remove_columns=...)``.
+    """
+    enc = _tokenize_pairs(examples, tokenizer, max_seq_length, doc_stride, max_query_length, padding)
+    sample_mapping = enc.pop("overflow_to_sample_mapping")
+    offset_mapping = enc.pop("offset_mapping")
+    starts, ends = [], []
+    for i, offsets in enumerate(offset_mapping):
+        input_ids = enc["input_ids"][i]
+        cls_index = input_ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in input_ids else 0
+        seq_ids = enc.sequence_ids(i)
+        answers = examples["answers"][sample_mapping[i]]
+        if len(answers["answer_start"]) == 0:
+            starts.append(cls_index)
+            ends.append(cls_index)
+            continue
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        tok_start = 0
+        while seq_ids[tok_start] != 1:
+            tok_start += 1
+        tok_end = len(input_ids) - 1
+        while seq_ids[tok_end] != 1:
+            tok_end -= 1
+        if not (offsets[tok_start][0] <= start_char and offsets[tok_end][1] >= end_char):
+            starts.append(cls_index)
+            ends.append(cls_index)
+            continue
+        while tok_start < len(offsets) and seq_ids[tok_start] == 1 and offsets[tok_start][0] <= start_char:
+            tok_start += 1
+        starts.append(tok_start - 1)
+        while seq_ids[tok_end] == 1 and offsets[tok_end][1] >= end_char:
+            tok_end -= 1
+        ends.append(tok_end + 1)
+    enc["start_positions"] = starts
+    enc["end_positions"] = ends
+    return enc
+
+
+def prepare_eval_features(examples, tokenizer, max_seq_length: int = 384, doc_stride: int = 128,
+                          max_query_length: int = 64, padding: bool | str = "max_length"):
+    """Batched examples -> evaluation features with ``example_id`` and ``offset_mapping``
+    (``None`` for every token outside the context), for ``postprocess_predictions``."""
+    enc = _tokenize_pairs(examples, tokenizer, max_seq_length, doc_stride, max_query_length, padding)
+    sample_mapping = enc.pop("overflow_to_sample_mapping")
+    enc["example_id"] = []
+    for i in range(len(enc["input_ids"])):
+        seq_ids = enc.sequence_ids(i)
+        enc["example_id"].append(examples["id"][sample_mapping[i]])
+        enc["offset_mapping"][i] = [o if seq_ids[k] == 1 else None for k, o in enumerate(enc["offset_mapping"][i])]
+    return enc
+
+
+def tokenize_train(dataset, tokenizer, num_proc: int | None = None, **kwargs):
+    """``dataset.map(prepare_train_features)`` dropping the example columns."""
+    return dataset.map(prepare_train_features, batched=True, remove_columns=dataset.column_names,
+                       fn_kwargs={"tokenizer": tokenizer, **kwargs}, num_proc=num_proc,
+                       desc="SQuAD train features")
+
+
+def tokenize_eval(dataset, tokenizer, num_proc: int | None = None, **kwargs):
+    """``dataset.map(prepare_eval_features)`` dropping the example columns."""
+    return dataset.map(prepare_eval_features, batched=True, remove_columns=dataset.column_names,
+                       fn_kwargs={"tokenizer": tokenizer, **kwargs}, num_proc=num_proc,
+                       desc="SQuAD eval features")
+
+
+def postprocess_predictions(examples, features, start_logits, end_logits, n_best: int = 20,
+                            max_answer_length: int = 30) -> dict[str, str]:
+    """Logits of the features -> {example id: answer text} (run_qa's postprocess_qa_predictions
+    for SQuAD v1: best start+end score over all windows of an example, answer inside the
+    context, end >= start, at most ``max_answer_length`` tokens; "" when no span is valid)."""
+    start_logits = np.asarray(start_logits)
+    end_logits = np.asarray(end_logits)
+    feat_ids = list(features["example_id"])
+    feat_offsets = list(features["offset_mapping"])
+    if len(feat_ids) != len(start_logits) or len(feat_ids) != len(end_logits):
+        raise ValueError(f"{len(feat_ids)} features but {len(start_logits)} start / {len(end_logits)} end logits")
+    by_example: dict[str, list[int]] = collections.defaultdict(list)
+    for i, eid in enumerate(feat_ids):
+        by_example[eid].append(i)
+    predictions: dict[str, str] = {}
+    for eid, context in zip(examples["id"], examples["context"]):
+        best_score, best = -np.inf, None
+        for fi in by_example.get(eid, []):
+            s_log, e_log, offsets = start_logits[fi], end_logits[fi], feat_offsets[fi]
+            starts = np.argsort(s_log)[-1: -n_best - 1: -1]
+            ends = np.argsort(e_log)[-1: -n_best - 1: -1]
+            for s in starts:
+                if s >= len(offsets) or offsets[s] is None or len(offsets[s]) < 2:
+                    continue
+                for e in ends:
+                    if e >= len(offsets) or offsets[e] is None or len(offsets[e]) < 2:
+                        continue
+                    if e < s or e - s + 1 > max_answer_length:
+                        continue
+                    score = s_log[s] + e_log[e]
+                    if score > best_score:
+                        best_score, best = score, (offsets[s][0], offsets[e][1])
+        predictions[eid] = context[best[0]: best[1]] if best is not None else ""
+    return predictions
