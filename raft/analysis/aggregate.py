@@ -1,0 +1,558 @@
+"""`raft aggregate`: result files -> tidy tables (results/tables/*.csv).
+
+Reads only the result files fixed in docs/architecture.md ("Result files"):
+
+- ``results/pretrain/{variant}/metrics.json`` (+ ``log.csv``, ``rationals.jsonl``)
+- ``results/glue/{task}/{variant}/n{N}/seed{seed}/metrics.json``
+- ``results/glue_efficient/**/metrics.json`` (modes raf_head / bias_head)
+- ``results/squad/{variant}/n{N}/seed{seed}/metrics.json``
+
+and writes, in ``--output`` (default ``<results>/tables``):
+
+- ``pretrain.csv``: one row per pretraining run;
+- ``glue.csv``, ``squad.csv``, ``glue_efficient.csv``: tidy long format, one row per
+  run x eval set x metric (columns ``LONG_COLUMNS``);
+- ``glue_summary.csv``, ``squad_summary.csv``, ``glue_efficient_summary.csv``: one row per
+  task x eval set x metric x N (plus the GLUE average): mean / std / number of seeds of each
+  variant, and the paired comparison Δ = raft - bert with bootstrap CI, p-values and verdict
+  (columns ``SUMMARY_COLUMNS``).
+
+A missing study directory gives a header-only CSV. Row order is fixed (canonical task
+order, numeric N with "full" last, variant bert before raft, numeric seeds) and floats are
+written with ``FLOAT_FORMAT``, so the tables are byte-stable for the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raft.analysis import stats
+
+FLOAT_FORMAT = "%.6g"
+
+GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+TASK_LABELS = {
+    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
+    "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD v1.1",
+    "average": "GLUE average",
+}
+EVAL_SET_ORDER = ["test", "matched", "mismatched", "validation", "all"]
+VARIANTS = ["bert", "raft"]
+VARIANT_LABELS = {"bert": "BERT (FAFT)", "raft": "RAFT"}
+
+# metric key (as written by the fine-tuning stages, several spellings accepted) -> paper name
+METRIC_LABELS = {
+    "mcc": "MCC", "matthews_correlation": "MCC", "matthews": "MCC", "matthews_corrcoef": "MCC",
+    "accuracy": "acc", "acc": "acc",
+    "f1": "F1",
+    "pearson": "Pearson", "pearsonr": "Pearson",
+    "spearman": "Spearman", "spearmanr": "Spearman",
+    "exact_match": "EM", "em": "EM", "exact": "EM",
+    "score": "score",
+}
+METRIC_ORDER = ["MCC", "EM", "acc", "F1", "Pearson", "Spearman", "score"]
+# the metrics the paper reports per task (by paper name)
+PAPER_METRICS = {
+    "cola": ["MCC"], "stsb": ["Pearson", "Spearman"], "mrpc": ["acc", "F1"],
+    "qqp": ["acc", "F1"], "squad": ["EM", "F1"],
+}
+DEFAULT_PAPER_METRICS = ["acc"]
+
+STUDIES = {
+    # study -> (results sub-directory, long csv, summary csv, compute GLUE average)
+    "glue": ("glue", "glue.csv", "glue_summary.csv", True),
+    "squad": ("squad", "squad.csv", "squad_summary.csv", False),
+    "glue_efficient": ("glue_efficient", "glue_efficient.csv", "glue_efficient_summary.csv", True),
+}
+
+PRETRAIN_COLUMNS = [
+    "variant", "seed", "steps", "tokens_seen", "eval_loss", "perplexity", "wall_time_s",
+    "tokens_per_s", "device", "data_source", "train_sequences", "validation_sequences",
+    "source_file",
+]
+RUN_COLUMNS = [
+    "task", "variant", "mode", "n", "seed", "partial_data", "train_source", "test_source",
+    "trainable_parameters", "best_epoch", "best_dev_score", "wall_time_s", "device",
+    "data_notes", "source_file",
+]
+LONG_COLUMNS = [
+    "task", "eval_set", "variant", "mode", "n", "seed", "metric", "value", "partial_data",
+    "train_source", "test_source", "trainable_parameters", "data_notes", "source_file",
+]
+SUMMARY_COLUMNS = [
+    "task", "eval_set", "metric", "n", "bert_mode", "raft_mode",
+    "bert_mean", "bert_std", "bert_n_seeds", "raft_mean", "raft_std", "raft_n_seeds",
+    "n_paired", "delta", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "verdict",
+    "bert_trainable_parameters", "raft_trainable_parameters",
+    "partial_data", "train_source", "test_source", "data_notes",
+]
+NOTE_SEP = " | "
+# columns written as integers (nullable)
+INT_COLUMNS = {
+    "seed", "steps", "tokens_seen", "train_sequences", "validation_sequences",
+    "trainable_parameters", "bert_n_seeds", "raft_n_seeds", "n_paired",
+    "bert_trainable_parameters", "raft_trainable_parameters", "best_epoch",
+}
+
+
+# ------------------------------------------------------------------ ordering helpers
+def n_key(n) -> tuple:
+    s = str(n)
+    return (1, 0) if s == "full" else (0, int(s)) if s.lstrip("-").isdigit() else (2, s)
+
+
+def task_key(t) -> tuple:
+    t = str(t)
+    if t in GLUE_TASKS:
+        return (0, GLUE_TASKS.index(t), "")
+    if t == "average":
+        return (2, 0, "")
+    return (1, 0, t)
+
+
+def _list_key(order: list[str]):
+    return lambda v: (order.index(v), "") if v in order else (len(order), str(v))
+
+
+def seed_key(s) -> tuple:
+    return stats._seed_key(s)
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(str(metric).lower(), str(metric))
+
+
+def paper_metrics(task: str) -> list[str]:
+    return PAPER_METRICS.get(task, DEFAULT_PAPER_METRICS)
+
+
+def _sort(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    keys = {
+        "task": task_key, "n": n_key, "seed": seed_key, "variant": _list_key(VARIANTS),
+        "eval_set": _list_key(EVAL_SET_ORDER), "metric": _list_key(METRIC_ORDER),
+    }
+    if df.empty:
+        return df.reset_index(drop=True)
+    tmp = df.copy()
+    sort_cols = []
+    for c in cols:
+        if c not in tmp.columns:
+            continue
+        k = keys.get(c, lambda v: (0, str(v)))
+        tmp[f"__{c}"] = [k(v) for v in tmp[c]]
+        sort_cols.append(f"__{c}")
+    tmp = tmp.sort_values(sort_cols, kind="stable")
+    return tmp.drop(columns=sort_cols).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ reading result files
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _norm_n(n) -> str:
+    if n is None:
+        return ""
+    s = str(n).strip()
+    if s.startswith("n") and s[1:]:
+        s = s[1:]
+    return s
+
+
+def _from_path(path: Path, study: str) -> dict:
+    """Fallback identification from the directory layout."""
+    parts = path.parent.parts
+    info: dict = {}
+    for p in parts:
+        if p.startswith("seed") and p[4:].lstrip("-").isdigit():
+            info["seed"] = int(p[4:])
+        elif p.startswith("n") and (p[1:].isdigit() or p[1:] == "full"):
+            info["n"] = p[1:]
+        elif p in VARIANTS:
+            info["variant"] = p
+    if study == "squad":
+        info.setdefault("task", "squad")
+    else:
+        try:
+            i = parts.index(STUDIES[study][0])
+            info.setdefault("task", parts[i + 1])
+        except (ValueError, IndexError):
+            pass
+    return info
+
+
+def _metric_files(results: Path, study: str) -> list[Path]:
+    root = results / STUDIES[study][0]
+    if not root.is_dir():
+        return []
+    return sorted(root.rglob("metrics.json"))
+
+
+def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd.DataFrame:
+    """One row per fine-tuning run of a study (columns ``RUN_COLUMNS`` + ``test``, a dict
+    eval_set -> {metric: value}, and ``rationals``). Empty frame if nothing exists."""
+    results = Path(results)
+    rows = []
+    for path in _metric_files(results, study):
+        m = _read_json(path)
+        if not isinstance(m, dict):
+            continue
+        fb = _from_path(path, study)
+        sources = m.get("sources") or {}
+        notes = m.get("data_notes") or []
+        if isinstance(notes, str):
+            notes = [notes]
+        test = m.get("test") or {}
+        rows.append({
+            "task": str(m.get("task", fb.get("task", "squad" if study == "squad" else ""))),
+            "variant": str(m.get("variant", fb.get("variant", ""))),
+            "mode": str(m.get("mode") or "full"),
+            "n": _norm_n(m.get("n", fb.get("n"))),
+            "seed": m.get("seed", fb.get("seed")),
+            "partial_data": bool(m.get("partial_data", False)),
+            "train_source": str(sources.get("train", "")),
+            "test_source": str(sources.get("test", "")),
+            "trainable_parameters": m.get("trainable_parameters"),
+            "best_epoch": m.get("best_epoch"),
+            "best_dev_score": m.get("best_dev_score"),
+            "wall_time_s": m.get("wall_time_s"),
+            "device": m.get("device"),
+            "data_notes": NOTE_SEP.join(str(x) for x in notes),
+            "source_file": _rel(path, results.parent if results.name else results),
+            "test": test if isinstance(test, dict) else {},
+            "rationals": m.get("rationals") or {},
+        })
+    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "test", "rationals"])
+    return _sort(df, ["task", "n", "variant", "mode", "seed"])
+
+
+def long_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Tidy long format: one row per run x eval set x metric (``LONG_COLUMNS``)."""
+    rows = []
+    for r in runs.to_dict("records"):
+        for eval_set, metrics in (r["test"] or {}).items():
+            if not isinstance(metrics, dict):
+                continue
+            for metric, value in metrics.items():
+                try:
+                    v = float(value)
+                except (TypeError, ValueError):
+                    continue
+                rows.append({**{c: r[c] for c in RUN_COLUMNS if c in LONG_COLUMNS},
+                             "eval_set": str(eval_set), "metric": metric_label(metric),
+                             "value": v})
+    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    return _sort(df, ["task", "n", "eval_set", "metric", "variant", "mode", "seed"])
+
+
+def _join_unique(values: Iterable) -> str:
+    """Sorted unique non-empty values joined by ";"."""
+    out: set[str] = set()
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        out |= {p.strip() for p in str(v).split(";") if p.strip()}
+    return ";".join(sorted(out))
+
+
+def _notes(values: Iterable) -> str:
+    out: list[str] = []
+    for v in values:
+        if not isinstance(v, str) or not v:
+            continue
+        for part in v.split(NOTE_SEP):
+            if part and part not in out:
+                out.append(part)
+    return NOTE_SEP.join(out)
+
+
+def _params(values) -> float:
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.median(v)) if v else math.nan
+
+
+def _mode_pairs(bert_modes: list[str], raft_modes: list[str]) -> list[tuple[str | None, str | None]]:
+    """Which (bert mode, raft mode) arms to compare: the same mode where both have it,
+    otherwise every raft mode against every bert mode (e.g. bias_head vs raf_head)."""
+    if not bert_modes:
+        return [(None, m) for m in raft_modes]
+    if not raft_modes:
+        return [(m, None) for m in bert_modes]
+    pairs = []
+    for r in raft_modes:
+        if r in bert_modes:
+            pairs.append((r, r))
+        else:
+            own = [b for b in bert_modes if b not in raft_modes]
+            pairs += [(b, r) for b in (own or bert_modes)]
+    for b in bert_modes:
+        if not any(p[0] == b for p in pairs):
+            pairs += [(b, r) for r in raft_modes]
+    return pairs
+
+
+def _summary_row(key: dict, bert: pd.DataFrame, raft: pd.DataFrame, bmode, rmode,
+                 runs_meta: pd.DataFrame) -> dict:
+    bvals = dict(zip(bert["seed"], bert["value"]))
+    rvals = dict(zip(raft["seed"], raft["value"]))
+    bm, bs, bn = stats.mean_std(bvals.values())
+    rm, rs, rn = stats.mean_std(rvals.values())
+    cmp = stats.compare_paired(bvals, rvals)
+    return {
+        **key,
+        "bert_mode": bmode or "", "raft_mode": rmode or "",
+        "bert_mean": bm, "bert_std": bs, "bert_n_seeds": bn,
+        "raft_mean": rm, "raft_std": rs, "raft_n_seeds": rn,
+        **cmp.as_dict(),
+        "bert_trainable_parameters": _params(bert["trainable_parameters"]),
+        "raft_trainable_parameters": _params(raft["trainable_parameters"]),
+        "partial_data": bool(runs_meta["partial_data"].any()) if len(runs_meta) else False,
+        "train_source": _join_unique(runs_meta["train_source"]),
+        "test_source": _join_unique(runs_meta["test_source"]),
+        "data_notes": _notes(runs_meta["data_notes"]),
+    }
+
+
+def summary_table(long: pd.DataFrame, *, average: bool = True) -> pd.DataFrame:
+    """Per task x eval set x metric x N: both variants' mean/std/n_seeds and the paired Δ.
+
+    With ``average``, add per N the GLUE average (task="average", eval_set="all",
+    metric="score"): per seed, the mean over tasks of the task score (the selection
+    ``score``; MNLI = mean of matched and mismatched), using only the seeds that have every
+    task for the variant; tasks are those present for both variants at that N."""
+    rows = []
+    if long.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    for (task, eval_set, metric, n), g in long.groupby(["task", "eval_set", "metric", "n"], sort=False):
+        b_all, r_all = g[g["variant"] == "bert"], g[g["variant"] == "raft"]
+        for bmode, rmode in _mode_pairs(sorted(b_all["mode"].unique()), sorted(r_all["mode"].unique())):
+            b = b_all[b_all["mode"] == bmode] if bmode else b_all.iloc[0:0]
+            r = r_all[r_all["mode"] == rmode] if rmode else r_all.iloc[0:0]
+            meta = pd.concat([b, r])
+            rows.append(_summary_row({"task": task, "eval_set": eval_set, "metric": metric, "n": n},
+                                     b, r, bmode, rmode, meta))
+    if average:
+        rows += _average_rows(long)
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return _sort(df, ["task", "n", "eval_set", "metric", "bert_mode", "raft_mode"])
+
+
+def _average_rows(long: pd.DataFrame) -> list[dict]:
+    sc = long[long["metric"] == "score"]
+    rows = []
+    for n, g in sc.groupby("n", sort=False):
+        # task score per run: mean over eval sets (MNLI matched / mismatched)
+        per_task = (g.groupby(["variant", "mode", "task", "seed"], sort=True)["value"].mean()
+                    .reset_index())
+        b_all, r_all = per_task[per_task["variant"] == "bert"], per_task[per_task["variant"] == "raft"]
+        for bmode, rmode in _mode_pairs(sorted(b_all["mode"].unique()), sorted(r_all["mode"].unique())):
+            b = b_all[b_all["mode"] == bmode] if bmode else b_all.iloc[0:0]
+            r = r_all[r_all["mode"] == rmode] if rmode else r_all.iloc[0:0]
+            if len(b) and len(r):
+                tasks = sorted(set(b["task"]) & set(r["task"]), key=task_key)
+            else:
+                tasks = sorted(set(b["task"]) | set(r["task"]), key=task_key)
+            if len(tasks) < 2:
+                continue
+            arms = []
+            for arm in (b, r):
+                arm = arm[arm["task"].isin(tasks)]
+                counts = arm.groupby("seed")["task"].nunique()
+                complete = [s for s, c in counts.items() if c == len(tasks)]
+                avg = (arm[arm["seed"].isin(complete)].groupby("seed")["value"].mean().reset_index())
+                arms.append((avg, counts))
+            (bavg, bcounts), (ravg, rcounts) = arms
+            tp = long[(long["n"] == n) & long["task"].isin(tasks)]
+            meta = tp[((tp["variant"] == "bert") & (tp["mode"] == (bmode or "")))
+                      | ((tp["variant"] == "raft") & (tp["mode"] == (rmode or "")))]
+            for avg, params_src in ((bavg, "bert"), (ravg, "raft")):
+                src = meta[meta["variant"] == params_src]
+                avg["trainable_parameters"] = _params(src["trainable_parameters"])
+            note = f"average over {len(tasks)} tasks: " + ", ".join(TASK_LABELS.get(t, t) for t in tasks)
+            dropped = sorted((set(bcounts.index) - set(bavg["seed"])) | (set(rcounts.index) - set(ravg["seed"])),
+                             key=seed_key)
+            if dropped:
+                note += "; seeds without every task left out: " + ", ".join(str(s) for s in dropped)
+            row = _summary_row({"task": "average", "eval_set": "all", "metric": "score", "n": n},
+                               bavg, ravg, bmode, rmode, meta)
+            row["data_notes"] = _notes([note, row["data_notes"]])
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ pretraining
+def load_pretrain(results: str | os.PathLike = "results") -> pd.DataFrame:
+    results = Path(results)
+    root = results / "pretrain"
+    rows = []
+    if root.is_dir():
+        for path in sorted(root.glob("*/metrics.json")):
+            m = _read_json(path)
+            if not isinstance(m, dict):
+                continue
+            data = m.get("data") or {}
+            rows.append({
+                "variant": str(m.get("variant", path.parent.name)),
+                "seed": m.get("seed"),
+                "steps": m.get("steps"),
+                "tokens_seen": m.get("tokens_seen"),
+                "eval_loss": m.get("eval_loss"),
+                "perplexity": m.get("perplexity"),
+                "wall_time_s": m.get("wall_time_s"),
+                "tokens_per_s": m.get("tokens_per_s"),
+                "device": m.get("device"),
+                "data_source": data.get("source"),
+                "train_sequences": data.get("train_sequences"),
+                "validation_sequences": data.get("validation_sequences"),
+                "source_file": _rel(path, results.parent if results.name else results),
+            })
+    df = pd.DataFrame(rows, columns=PRETRAIN_COLUMNS)
+    return _sort(df, ["variant", "seed"])
+
+
+def load_pretrain_log(results: str | os.PathLike = "results") -> pd.DataFrame:
+    """All variants' log.csv stacked (columns variant, step, tokens, loss, lr, val_loss,
+    val_perplexity); empty validation cells become NaN."""
+    cols = ["variant", "step", "tokens", "loss", "lr", "val_loss", "val_perplexity"]
+    parts = []
+    root = Path(results) / "pretrain"
+    if root.is_dir():
+        for path in sorted(root.glob("*/log.csv")):
+            try:
+                df = pd.read_csv(path)
+            except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+                continue
+            df.insert(0, "variant", path.parent.name)
+            parts.append(df)
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(parts, ignore_index=True)
+    for c in cols[1:]:
+        if c not in df.columns:
+            df[c] = np.nan
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return _sort(df[cols], ["variant"])
+
+
+def load_rational_snapshots(results: str | os.PathLike = "results", variant: str = "raft") -> list[dict]:
+    """rationals.jsonl of one pretraining run: ``[{"step": int, "rationals": {...}}]`` by step."""
+    path = Path(results) / "pretrain" / variant / "rationals.jsonl"
+    snaps = []
+    if path.is_file():
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("rationals"), dict):
+                    snaps.append({"step": int(rec.get("step", 0)), "rationals": rec["rationals"]})
+    snaps.sort(key=lambda r: r["step"])
+    return snaps
+
+
+def pretrained_rationals(results: str | os.PathLike = "results", variant: str = "raft") -> dict:
+    """The RAF coefficients at the end of pretraining: ``metrics.json`` ``rationals`` if it
+    has them, else the last snapshot of ``rationals.jsonl``; ``{}`` if neither exists."""
+    m = _read_json(Path(results) / "pretrain" / variant / "metrics.json")
+    if isinstance(m, dict) and isinstance(m.get("rationals"), dict) and all(
+            isinstance(v, dict) and "numerator" in v for v in m["rationals"].values()) and m["rationals"]:
+        return m["rationals"]
+    snaps = load_rational_snapshots(results, variant)
+    return snaps[-1]["rationals"] if snaps else {}
+
+
+def pretrain_init(results: str | os.PathLike = "results", variant: str = "raft") -> tuple[str, dict]:
+    """(label, coefficients) of the RAF initialisation of a pretraining run: metrics.json
+    ``rational.init`` (a name in raft/inits.json, or explicit coefficients) with
+    ``rational.degrees``; else the step-0 snapshot of rationals.jsonl; else "gelu"."""
+    from raft.analysis import shapes
+
+    m = _read_json(Path(results) / "pretrain" / variant / "metrics.json")
+    r = m.get("rational") if isinstance(m, dict) else None
+    r = r if isinstance(r, dict) else {}
+    init = r.get("init", r.get("rational_init"))
+    degrees = r.get("degrees", r.get("rational_degrees", (5, 4)))
+    try:
+        if isinstance(init, dict) and "numerator" in init:
+            return "init (rational)", {"numerator": list(init["numerator"]),
+                                       "denominator": list(init["denominator"])}
+        if isinstance(init, str):
+            return f"{init} init (rational)", shapes.init_coefficients(init, degrees)
+    except (ValueError, TypeError, KeyError):
+        pass
+    snaps = load_rational_snapshots(results, variant)
+    if snaps and snaps[0]["step"] == 0:
+        first = next(iter(snaps[0]["rationals"].values()))
+        return "initialisation (step 0)", first
+    return "gelu init (rational)", shapes.init_coefficients("gelu", (5, 4))
+
+
+# ------------------------------------------------------------------ writing
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = df.copy()
+    for c in out.columns:
+        if c in INT_COLUMNS:
+            num = pd.to_numeric(out[c], errors="coerce")
+            if num.notna().any() and (num.dropna() == num.dropna().round()).all():
+                out[c] = num.round().astype("Int64")
+                continue
+        if out[c].dtype == bool:
+            out[c] = out[c].map({True: "true", False: "false"})
+        elif out[c].dtype == object:
+            out[c] = out[c].map(lambda v: "true" if v is True else "false" if v is False else v)
+    text = out.to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="", lineterminator="\n")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike | None = None) -> dict[str, Path]:
+    results = Path(results)
+    output = Path(output) if output is not None else results / "tables"
+    written: dict[str, Path] = {}
+    path = output / "pretrain.csv"
+    write_csv(load_pretrain(results), path)
+    written["pretrain"] = path
+    for study, (_, long_name, summary_name, average) in STUDIES.items():
+        runs = load_runs(results, study)
+        long = long_table(runs)
+        write_csv(long, output / long_name)
+        write_csv(summary_table(long, average=average), output / summary_name)
+        written[study] = output / long_name
+        written[f"{study}_summary"] = output / summary_name
+    return written
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--results", default="results", help="results directory (default: results)")
+    parser.add_argument("--output", default=None, help="output directory (default: <results>/tables)")
+
+
+def main(args) -> int:
+    written = aggregate(args.results, args.output)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,464 @@
+"""Display helpers for the result notebooks: formatted tables with data-quality marks,
+auto-written findings, and figure saving/embedding.
+
+Every number shown comes from the result files through ``raft.analysis.aggregate``; the
+notebooks only call these helpers and display what they return.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raft.analysis import aggregate as agg
+from raft.analysis import shapes, stats
+
+# Display scale per study: GLUE metrics are fractions (raft/data/metrics.py) -> shown x 100
+# like the paper; SQuAD EM/F1 are already percent.
+SCALE = {"glue": 100.0, "glue_efficient": 100.0, "squad": 1.0}
+PARTIAL_MARK = "†"
+HELDOUT_MARK = "‡"
+PAPER_PRETRAIN_TOKENS = 23_000 * 4_096 * 128  # the paper's budget (steps x batch x seq len)
+FEW_SEEDS = 5  # below this many paired seeds, the findings say the evidence is thin
+
+
+# ------------------------------------------------------------------ loading
+def load_study(results_dir, study: str):
+    """(runs, long, summary) of one study, built from the metrics.json files."""
+    runs = agg.load_runs(results_dir, study)
+    long = agg.long_table(runs)
+    summary = agg.summary_table(long, average=agg.STUDIES[study][3])
+    return runs, long, summary
+
+
+# ------------------------------------------------------------------ formatting
+def fmt(v, digits: int = 2, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def fmt_p(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_int(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{int(round(v)):,}"
+
+
+def marks(row) -> str:
+    m = ""
+    train = str(getattr(row, "train_source", "") or "")
+    test = str(getattr(row, "test_source", "") or "")
+    if bool(getattr(row, "partial_data", False)) or "local-subset" in train.split(";"):
+        m += PARTIAL_MARK
+    if "held-out" in test.split(";"):
+        m += HELDOUT_MARK
+    return m
+
+
+def task_label(task: str, eval_set: str) -> str:
+    if task == "average":
+        return agg.TASK_LABELS["average"]
+    label = agg.TASK_LABELS.get(task, task)
+    return {"matched": f"{label}-m", "mismatched": f"{label}-mm"}.get(eval_set, label)
+
+
+def _arm_label(variant: str, mode: str, default_mode: str) -> str:
+    label = agg.VARIANT_LABELS.get(variant, variant)
+    return label if mode in ("", default_mode) else f"{label} [{mode}]"
+
+
+def display_rows(summary: pd.DataFrame, n, study: str, *, paper_only: bool = True) -> pd.DataFrame:
+    """The rows of one N shown in a table: the paper's metric(s) per task (+ the average)."""
+    d = summary[summary["n"] == str(n)]
+    if paper_only:
+        keep = [(t == "average") or (m in agg.paper_metrics(t)) for t, m in zip(d["task"], d["metric"])]
+        d = d[keep]
+    return d.reset_index(drop=True)
+
+
+def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = True,
+                 show_params: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """String table for one N (rows: task x metric) and its footnotes."""
+    scale = SCALE.get(study, 1.0)
+    d = display_rows(summary, n, study, paper_only=paper_only)
+    bert_col, raft_col = ("BERT bias+head", "RAFT RAF+head") if study == "glue_efficient" \
+        else ("BERT (FAFT)", "RAFT")
+    rows, notes = [], []
+    for r in d.itertuples(index=False):
+        mk = marks(r)
+        bert = f"{fmt(r.bert_mean * scale)} ± {fmt(r.bert_std * scale)}{mk}" if r.bert_n_seeds else "–"
+        raft = f"{fmt(r.raft_mean * scale)} ± {fmt(r.raft_std * scale)}{mk}" if r.raft_n_seeds else "–"
+        delta = "–"
+        if not math.isnan(r.delta):
+            delta = fmt(r.delta * scale, signed=True)
+            if not math.isnan(r.ci_low):
+                delta += f" [{fmt(r.ci_low * scale, signed=True)}, {fmt(r.ci_high * scale, signed=True)}]"
+            delta += mk
+        row = {
+            "task": task_label(r.task, r.eval_set) + mk,
+            "metric": r.metric,
+            bert_col: bert,
+            raft_col: raft,
+            "Δ RAFT − BERT [95 % CI]": delta,
+            "p (paired t)": fmt_p(r.p_ttest),
+            "p (Wilcoxon)": fmt_p(r.p_wilcoxon),
+            "verdict": r.verdict,
+            "seeds (BERT/RAFT/paired)": f"{r.bert_n_seeds}/{r.raft_n_seeds}/{r.n_paired}",
+        }
+        if show_params:
+            row["trainable params (BERT/RAFT)"] = (f"{fmt_int(r.bert_trainable_parameters)} / "
+                                                   f"{fmt_int(r.raft_trainable_parameters)}")
+        modes = {m for m in (r.bert_mode, r.raft_mode) if m}
+        if study != "glue_efficient" and modes - {"full"}:
+            row["modes (BERT/RAFT)"] = f"{r.bert_mode or '–'} / {r.raft_mode or '–'}"
+        rows.append(row)
+        if mk and r.data_notes:
+            note = f"{task_label(r.task, r.eval_set)}{mk}: {r.data_notes}"
+            if note not in notes:
+                notes.append(note)
+        elif r.task == "average" and r.data_notes:
+            note = f"{agg.TASK_LABELS['average']}: {r.data_notes}"
+            if note not in notes:
+                notes.append(note)
+    table = pd.DataFrame(rows)
+    if not table.empty and "modes (BERT/RAFT)" in table.columns:
+        table["modes (BERT/RAFT)"] = table["modes (BERT/RAFT)"].fillna("")
+    foot = []
+    if any(PARTIAL_MARK in m for m in (marks(r) for r in d.itertuples(index=False))):
+        foot.append(f"{PARTIAL_MARK} built on a local subset of the data (metrics.json `partial_data` / "
+                    "`sources.train` = local-subset): not comparable with the paper's numbers.")
+    if any(HELDOUT_MARK in m for m in (marks(r) for r in d.itertuples(index=False))):
+        foot.append(f"{HELDOUT_MARK} evaluated on a held-out substitute for the official test set "
+                    "(metrics.json `sources.test` = held-out).")
+    return table, foot + notes
+
+
+def html_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p><em>no rows</em></p>"
+    return table.to_html(index=False, border=0, classes="raft-table", escape=True)
+
+
+def show_tables(summary: pd.DataFrame, study: str, *, paper_only: bool = True, show_params: bool = False):
+    """Display one table per N (heading, table, footnotes)."""
+    from IPython.display import HTML, Markdown, display
+
+    if summary.empty:
+        display(Markdown(f"_No results found for this study (`{study}`)._"))
+        return
+    unit = " (values × 100)" if SCALE.get(study, 1.0) == 100 else ""
+    for n in sorted(summary["n"].unique(), key=agg.n_key):
+        table, foot = format_table(summary, n, study, paper_only=paper_only, show_params=show_params)
+        display(Markdown(f"### N = {n}{unit}"))
+        display(HTML(html_table(table)))
+        if foot:
+            display(Markdown("\n".join(f"- {f}" for f in foot)))
+
+
+# ------------------------------------------------------------------ figures
+def show_figure(fig, figures_dir, name: str):
+    """Save ``fig`` as ``figures_dir/name.png`` (byte-stable: Agg, fixed dpi, no timestamp
+    metadata) and display exactly that file. Does nothing for ``fig is None``."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    if fig is None:
+        return None
+    path = Path(figures_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=fig.dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    display(Image(filename=str(path)))
+    return None
+
+
+def show_markdown(text: str):
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+# ------------------------------------------------------------------ findings (auto-written)
+def _verdict_lists(rows: pd.DataFrame) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in rows.itertuples(index=False):
+        out.setdefault(r.verdict, []).append(task_label(r.task, r.eval_set) + marks(r))
+    return out
+
+
+def _delta_sentence(r, scale: float, what: str) -> str:
+    s = (f"{what}: RAFT {fmt(r.raft_mean * scale)} vs BERT {fmt(r.bert_mean * scale)}, "
+         f"Δ = {fmt(r.delta * scale, signed=True)}")
+    if not math.isnan(r.ci_low):
+        s += f" [95 % CI {fmt(r.ci_low * scale, signed=True)}, {fmt(r.ci_high * scale, signed=True)}]"
+    if not math.isnan(r.p_ttest):
+        p = fmt_p(r.p_ttest)
+        s += f", paired t p {p}" if p.startswith("<") else f", paired t p = {p}"
+    s += f", {r.n_paired} paired seed{'s' if r.n_paired != 1 else ''} → **{r.verdict}**"
+    return s
+
+
+def study_findings(summary: pd.DataFrame, study: str) -> str:
+    """A short paragraph per N: the headline comparison, per-task verdicts, and caveats."""
+    title = {"glue": "GLUE", "squad": "SQuAD v1.1", "glue_efficient": "parameter-efficient GLUE"}[study]
+    if summary.empty:
+        return (f"**Findings.** No {title} results were found under the results directory yet, so "
+                "there is nothing to report.")
+    scale = SCALE.get(study, 1.0)
+    unit = " (×100)" if scale == 100 else ""
+    parts = [f"**Findings (written automatically from the result files).** Δ = RAFT − BERT, paired by "
+             f"seed; 95 % paired bootstrap CI; verdict at the 95 % level (paired t-test and CI agree)."]
+    few: list[str] = []
+    partial_names: set[str] = set()
+    for n in sorted(summary["n"].unique(), key=agg.n_key):
+        d = summary[summary["n"] == n]
+        head = d[(d["task"] == "average")]
+        score_rows = d[(d["task"] != "average") & (d["metric"] == "score")]
+        bits = []
+        if len(head):
+            bits.append(_delta_sentence(head.iloc[0], scale, f"GLUE average{unit}"))
+        if study == "squad":
+            for m in ("EM", "F1"):
+                r = d[d["metric"] == m]
+                if len(r):
+                    bits.append(_delta_sentence(r.iloc[0], scale, m))
+        elif len(score_rows) == 1:
+            bits.append(_delta_sentence(score_rows.iloc[0], scale,
+                                        f"{task_label(score_rows.iloc[0]['task'], score_rows.iloc[0]['eval_set'])} "
+                                        f"selection score{unit}"))
+        elif len(score_rows) > 1:
+            v = _verdict_lists(score_rows)
+            tally = "; ".join(f"{k}: {', '.join(v[k])}" for k in
+                              (stats.RAFT_BETTER, stats.NO_DIFFERENCE, stats.BERT_BETTER,
+                               stats.TOO_FEW, stats.ONE_VARIANT) if k in v)
+            bits.append(f"per task (selection score) — {tally}")
+        parts.append(f"**N = {n}**: " + "; ".join(bits) + ".")
+        max_paired = int(d["n_paired"].max()) if len(d) else 0
+        if max_paired < FEW_SEEDS:
+            few.append(f"N = {n}: {max_paired}")
+        partial_names |= {task_label(r.task, r.eval_set) for r in d.itertuples(index=False)
+                          if marks(r) and r.task != "average"}
+    caveats = []
+    if few:
+        caveats.append(f"few paired seeds ({'; '.join(few)}; fewer than {FEW_SEEDS}): the intervals are wide, "
+                       "the tests have little power, and 'no detectable difference' is not evidence of equality")
+    if partial_names:
+        caveats.append(f"{', '.join(sorted(partial_names))} use partial data or a held-out test substitute "
+                       f"({PARTIAL_MARK}/{HELDOUT_MARK}, see the footnotes); averages that include them are "
+                       "marked too and are not comparable with the paper's numbers")
+    if caveats:
+        parts.append("**Caveats**: " + "; ".join(caveats) + ".")
+    return "\n\n".join(parts)
+
+
+def pretrain_table(pre: pd.DataFrame) -> pd.DataFrame:
+    if pre.empty:
+        return pre
+    out = pd.DataFrame({
+        "variant": [agg.VARIANT_LABELS.get(v, v) for v in pre["variant"]],
+        "validation perplexity": [fmt(v, 3) for v in pre["perplexity"]],
+        "validation MLM loss": [fmt(v, 4) for v in pre["eval_loss"]],
+        "steps": [fmt_int(v) for v in pre["steps"]],
+        "tokens seen": [fmt_int(v) for v in pre["tokens_seen"]],
+        "wall time (h)": [fmt(v / 3600 if v is not None else math.nan, 2) for v in pre["wall_time_s"]],
+        "tokens/s": [fmt_int(v) for v in pre["tokens_per_s"]],
+        "device": [str(v) for v in pre["device"]],
+        "corpus source": [str(v) for v in pre["data_source"]],
+        "train sequences": [fmt_int(v) for v in pre["train_sequences"]],
+    })
+    return out
+
+
+def pretrain_findings(pre: pd.DataFrame) -> str:
+    if pre.empty:
+        return "**Findings.** No pretraining results were found yet."
+    by = {r.variant: r for r in pre.itertuples(index=False)}
+    parts = ["**Findings (written automatically from the result files).**"]
+    if "bert" in by and "raft" in by:
+        b, r = by["bert"], by["raft"]
+        rel = (r.perplexity / b.perplexity - 1) * 100 if b.perplexity else math.nan
+        better = "lower" if r.perplexity < b.perplexity else "higher" if r.perplexity > b.perplexity else "equal"
+        parts.append(f"RAFT reached a validation perplexity of {fmt(r.perplexity, 3)} against BERT's "
+                     f"{fmt(b.perplexity, 3)} ({fmt(rel, 1, signed=True)} %, {better} for RAFT) after "
+                     f"{fmt_int(r.tokens_seen)} and {fmt_int(b.tokens_seen)} tokens.")
+        if r.tokens_seen != b.tokens_seen or r.steps != b.steps:
+            parts.append("The two runs did not see the same number of tokens/steps, so the comparison is "
+                         "not like for like.")
+    else:
+        for v, r in by.items():
+            parts.append(f"Only {agg.VARIANT_LABELS.get(v, v)} has finished: validation perplexity "
+                         f"{fmt(r.perplexity, 3)}.")
+    parts.append("There is one pretraining run per variant, so no uncertainty estimate is possible: a "
+                 "difference of a few percent may be within run-to-run noise.")
+    tokens = [t for t in pre["tokens_seen"] if t is not None and not (isinstance(t, float) and math.isnan(t))]
+    if tokens and max(tokens) < PAPER_PRETRAIN_TOKENS:
+        frac = max(tokens) / PAPER_PRETRAIN_TOKENS * 100
+        parts.append(f"The budget is {frac:.2g} % of the paper's (23,000 steps × 4,096 sequences × "
+                     "128 tokens): a reduced-scale reproduction, not the paper's checkpoints.")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------ shapes
+def amplitude_table(rafs: Mapping[str, Mapping], x=None) -> pd.DataFrame:
+    x = shapes.grid() if x is None else x
+    rows = []
+    for name in shapes.sorted_layers(rafs):
+        y = shapes.evaluate(rafs[name], x)
+        rows.append({"layer": name, "max_abs_F": float(np.max(np.abs(y))), "F_min": float(y.min()),
+                     "F_max": float(y.max())})
+    return pd.DataFrame(rows, columns=["layer", "max_abs_F", "F_min", "F_max"])
+
+
+def closest_display(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return pd.DataFrame({
+        "RAF": [shapes.layer_label(v) for v in table["layer"]],
+        "closest activation": table["closest"],
+        "fit: γ·g(α x + β) + δ": [f"α={fmt(a, 3)}, β={fmt(b, 3)}, γ={fmt(g, 3)}, δ={fmt(d, 3)}"
+                                   for a, b, g, d in zip(table["alpha"], table["beta"], table["gamma"],
+                                                         table["delta"])],
+        "RMSE on [-4, 4]": [fmt(v, 4) for v in table["rmse"]],
+        "max |error|": [fmt(v, 4) for v in table["max_abs_error"]],
+        "RMSE / range": [fmt(v, 3) for v in table["rel_error"]],
+        "runner-up (RMSE)": [f"{a} ({fmt(b, 4)})" for a, b in zip(table["runner_up"], table["runner_up_rmse"])],
+    })
+
+
+def finetuned_closest(runs: pd.DataFrame, x=None) -> pd.DataFrame:
+    """Closest standard activation of the seed-mean fine-tuned curve per task x N x layer."""
+    x = shapes.grid() if x is None else x
+    rows = []
+    with_r = runs[runs["rationals"].map(bool).astype(bool)]
+    for (task, n), g in with_r.groupby(["task", "n"], sort=False):
+        curves = shapes.mean_curves(list(g["rationals"]), x)
+        for name, y in curves.items():
+            rows.append({"task": task, "n": n, "layer": name, **shapes.closest_for_curve(y, x)})
+    df = pd.DataFrame(rows, columns=["task", "n", "layer", *shapes.CLOSEST_COLUMNS])
+    if df.empty:
+        return df
+    df["__l"] = [shapes.layer_sort_key(v) for v in df["layer"]]
+    df = agg._sort(df, ["n", "task", "__l"]).drop(columns="__l")
+    return df
+
+
+def finetuned_closest_pivot(fc: pd.DataFrame, n) -> pd.DataFrame:
+    d = fc[fc["n"] == str(n)]
+    if d.empty:
+        return d
+    tasks = sorted(d["task"].unique(), key=agg.task_key)
+    layers = shapes.sorted_layers(d["layer"])
+    cell = {(r.layer, r.task): f"{r.closest} ({fmt(r.rmse, 3)})" for r in d.itertuples(index=False)}
+    return pd.DataFrame([[cell.get((lay, t), "–") for t in tasks] for lay in layers],
+                        index=[shapes.layer_label(v) for v in layers],
+                        columns=[agg.TASK_LABELS.get(t, t) for t in tasks])
+
+
+def movement_summary(movement: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of the fine-tuning movement per N x task x layer (+ number of seeds)."""
+    if movement.empty:
+        return pd.DataFrame(columns=["n", "task", "layer", "distance", "n_seeds"])
+    g = movement.groupby(["n", "task", "layer"], sort=False)["distance"]
+    df = pd.concat([g.mean(), g.count().rename("n_seeds")], axis=1).reset_index()
+    df["__l"] = [shapes.layer_sort_key(v) for v in df["layer"]]
+    return agg._sort(df, ["n", "task", "__l"]).drop(columns="__l").reset_index(drop=True)
+
+
+def shapes_findings(ours_closest: pd.DataFrame, published_closest: pd.DataFrame, amplitude: pd.DataFrame,
+                    movement: pd.DataFrame) -> str:
+    parts = ["**Findings (written automatically from the result files).**"]
+    if ours_closest.empty:
+        parts.append("No pretrained RAFT coefficients were found (results/pretrain/raft), so only the "
+                     "published reference shapes are shown.")
+    else:
+        groups: dict[str, list[str]] = {}
+        for r in ours_closest.itertuples(index=False):
+            groups.setdefault(r.closest, []).append(shapes.layer_label(r.layer))
+        desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(groups.items()))
+        parts.append(f"After pretraining, the closest standard activation (up to an affine rescaling of "
+                     f"input and output) is — {desc} (fit RMSE on [-4, 4] between "
+                     f"{fmt(ours_closest['rmse'].min(), 3)} and {fmt(ours_closest['rmse'].max(), 3)}).")
+        if not amplitude.empty:
+            small = amplitude[amplitude["max_abs_F"] < 1]
+            parts.append(f"{len(small)} of {len(amplitude)} RAFs stay within |F| < 1 on [-4, 4] (the paper "
+                         "reports small amplitudes for its checkpoint).")
+    if not published_closest.empty:
+        groups = {}
+        for r in published_closest.itertuples(index=False):
+            groups.setdefault(r.closest, []).append(shapes.layer_label(r.layer))
+        desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(groups.items()))
+        parts.append(f"For the published checkpoint (reference, not our run): {desc}.")
+    if not movement.empty:
+        ms = movement_summary(movement)
+        top = ms.sort_values(["distance"], ascending=False, kind="stable").iloc[0]
+        parts.append(f"During fine-tuning the largest mean movement is {shapes.layer_label(top['layer'])} on "
+                     f"{agg.TASK_LABELS.get(top['task'], top['task'])} at N = {top['n']} "
+                     f"(max |ΔF| = {fmt(top['distance'], 3)}, mean of {int(top['n_seeds'])} seed(s)).")
+        per_layer = ms.groupby("layer")["distance"].mean()
+        layers = [lay for lay in shapes.sorted_layers(per_layer.index) if lay != "pooler"]
+        if len(layers) >= 2:
+            half = len(layers) // 2
+            lower = float(per_layer[layers[:half]].mean())
+            upper = float(per_layer[layers[half:]].mean())
+            s = (f"Averaged over tasks and N, the upper half of the layers moved {fmt(upper, 3)} against "
+                 f"{fmt(lower, 3)} for the lower half")
+            if "pooler" in per_layer.index:
+                s += f" and {fmt(float(per_layer['pooler']), 3)} for the pooler"
+            parts.append(s + " (the paper reports that upper layers and the pooler move most).")
+        n_seeds = int(ms["n_seeds"].min())
+        if n_seeds < FEW_SEEDS:
+            parts.append(f"Some cells average only {n_seeds} seed(s); the heat map is descriptive, without "
+                         "uncertainty.")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------ notebook-level helpers
+def show_table(df: pd.DataFrame, *, index: bool = False, empty: str = "no rows"):
+    from IPython.display import HTML, display
+
+    if df is None or df.empty:
+        display(HTML(f"<p><em>{empty}</em></p>"))
+        return
+    display(HTML(df.to_html(index=index, border=0, classes="raft-table", escape=True)))
+
+
+def show_finetuned_grids(runs: pd.DataFrame, pretrained: Mapping, figures_dir):
+    """One grid per task: fine-tuned RAFs (all N) against the pretrained ones."""
+    from raft.analysis import plots
+
+    tasks = sorted({t for t, r in zip(runs["task"], runs["rationals"]) if r}, key=agg.task_key)
+    if not tasks:
+        show_markdown("_No fine-tuned RAFT coefficients found._")
+    for task in tasks:
+        show_markdown(f"### {agg.TASK_LABELS.get(task, task)}")
+        show_figure(plots.finetuned_task_grid(task, runs, pretrained), figures_dir, f"finetuned_{task}")
+
+
+def show_task_overlays(runs: pd.DataFrame, pretrained: Mapping, figures_dir):
+    from raft.analysis import plots
+
+    ns = sorted({n for n, r in zip(runs["n"], runs["rationals"]) if r}, key=agg.n_key)
+    if not ns:
+        show_markdown("_No fine-tuned RAFT coefficients found._")
+    for n in ns:
+        show_markdown(f"### N = {n}")
+        show_figure(plots.tasks_overlay(runs, pretrained, n), figures_dir, f"tasks_n{n}")
+
+
+def show_finetuned_closest(fc: pd.DataFrame):
+    if fc.empty:
+        show_markdown("_No fine-tuned RAFT coefficients found._")
+        return
+    for n in sorted(fc["n"].unique(), key=agg.n_key):
+        show_markdown(f"### N = {n}: closest activation of the seed-mean curve (fit RMSE)")
+        show_table(finetuned_closest_pivot(fc, n), index=True)

@@ -1,0 +1,247 @@
+"""`raft aggregate` on synthetic result trees with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_analysis_synthetic import glue_test_metrics, make_results, rafs, write_pretrain, write_run
+
+from raft import cli
+from raft.analysis import aggregate as agg
+
+SEEDS = [2022, 202206, 20220602, 2259, 5309]
+TABLES = ["pretrain.csv", "glue.csv", "glue_summary.csv", "squad.csv", "squad_summary.csv",
+          "glue_efficient.csv", "glue_efficient_summary.csv"]
+
+
+def _read(path):
+    return pd.read_csv(path, dtype={"n": str}, keep_default_na=False, na_values=[""])
+
+
+def _known_tree(root, gains, tasks=("cola", "mnli"), n=100, seeds=SEEDS):
+    """RAFT = BERT + gains[i] on every metric of seed i."""
+    for task in tasks:
+        for i, seed in enumerate(seeds):
+            base = 0.5 + 0.01 * i + (0.1 if task == "mnli" else 0.0)
+            write_run(root, "glue", task, "bert", n, seed, glue_test_metrics(task, base))
+            write_run(root, "glue", task, "raft", n, seed, glue_test_metrics(task, base + gains[i]))
+    return root
+
+
+def test_cli_writes_every_table_and_header_only_when_missing(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    assert cli.main(["aggregate", "--results", str(results)]) == 0
+    for name in TABLES:
+        text = (results / "tables" / name).read_text()
+        assert text.count("\n") == 1, name  # header only
+    assert (results / "tables/glue.csv").read_text().strip().split(",") == agg.LONG_COLUMNS
+    assert (results / "tables/glue_summary.csv").read_text().strip().split(",") == agg.SUMMARY_COLUMNS
+    assert (results / "tables/pretrain.csv").read_text().strip().split(",") == agg.PRETRAIN_COLUMNS
+
+
+def test_nonexistent_results_dir_does_not_crash(tmp_path):
+    out = tmp_path / "tables"
+    assert cli.main(["aggregate", "--results", str(tmp_path / "nope"), "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(TABLES)
+
+
+def test_constant_gain_known_answer(tmp_path):
+    results = _known_tree(tmp_path / "results", [0.01] * 5)
+    agg.aggregate(results)
+    s = _read(results / "tables/glue_summary.csv")
+    assert set(s["verdict"]) == {"RAFT better"}
+    np.testing.assert_allclose(s["delta"], 0.01, rtol=1e-5)
+    np.testing.assert_allclose(s["ci_low"], 0.01, rtol=1e-5)
+    np.testing.assert_allclose(s["ci_high"], 0.01, rtol=1e-5)
+    assert set(s["n_paired"]) == {5} and set(s["bert_n_seeds"]) == {5} and set(s["raft_n_seeds"]) == {5}
+    # rows: CoLA (MCC, score), MNLI matched/mismatched (acc, score), average
+    assert list(zip(s["task"], s["eval_set"], s["metric"])) == [
+        ("cola", "test", "MCC"), ("cola", "test", "score"),
+        ("mnli", "matched", "acc"), ("mnli", "matched", "score"),
+        ("mnli", "mismatched", "acc"), ("mnli", "mismatched", "score"),
+        ("average", "all", "score"),
+    ]
+    # GLUE average per seed = mean(cola score, mean(mnli matched, mnli mismatched))
+    avg = s[s["task"] == "average"].iloc[0]
+    per_seed = [np.mean([0.5 + 0.01 * i, ((0.6 + 0.01 * i) + (0.6 + 0.01 * i - 0.01)) / 2]) for i in range(5)]
+    assert avg["bert_mean"] == pytest.approx(np.mean(per_seed), abs=1e-6)
+    assert avg["bert_std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-6)
+    assert avg["raft_mean"] == pytest.approx(np.mean(per_seed) + 0.01, abs=1e-6)
+    assert "average over 2 tasks: CoLA, MNLI" in avg["data_notes"]
+
+
+def test_mixed_signs_no_detectable_difference(tmp_path):
+    results = _known_tree(tmp_path / "results", [0.03, -0.02, 0.01, -0.03, 0.005], tasks=("cola",))
+    agg.aggregate(results)
+    s = _read(results / "tables/glue_summary.csv")
+    assert set(s["verdict"]) == {"no detectable difference"}
+    assert (s["ci_low"] < 0).all() and (s["ci_high"] > 0).all()
+    assert "average" not in set(s["task"])  # one task: no average
+
+
+def test_long_table_is_tidy_and_traceable(tmp_path):
+    results = _known_tree(tmp_path / "results", [0.01] * 5, tasks=("mrpc",), seeds=SEEDS[:2])
+    agg.aggregate(results)
+    long = _read(results / "tables/glue.csv")
+    assert list(long.columns) == agg.LONG_COLUMNS
+    assert len(long) == 2 * 2 * 3  # variants x seeds x (acc, F1, score)
+    assert set(long["metric"]) == {"acc", "F1", "score"}
+    row = long[(long["variant"] == "raft") & (long["seed"] == 2022) & (long["metric"] == "F1")].iloc[0]
+    m = json.loads((tmp_path / row["source_file"]).read_text())
+    assert row["value"] == pytest.approx(m["test"]["test"]["f1"], rel=1e-6)
+    assert row["source_file"] == "results/glue/mrpc/raft/n100/seed2022/metrics.json"
+
+
+def test_row_order_and_byte_stability(tmp_path):
+    results = tmp_path / "results"
+    for n in ("full", 1000, 100, 300):
+        for task in ("rte", "cola"):
+            for seed in (5309, 49):
+                for v in ("raft", "bert"):
+                    write_run(results, "glue", task, v, n, seed, glue_test_metrics(task, 0.123456789))
+    agg.aggregate(results)
+    first = {name: (results / "tables" / name).read_bytes() for name in TABLES}
+    agg.aggregate(results)
+    assert first == {name: (results / "tables" / name).read_bytes() for name in TABLES}
+    s = _read(results / "tables/glue_summary.csv")
+    assert list(dict.fromkeys(s["task"])) == ["cola", "rte", "average"]
+    assert list(dict.fromkeys(s[s["task"] == "cola"]["n"])) == ["100", "300", "1000", "full"]
+    long = _read(results / "tables/glue.csv")
+    first_rows = long.head(4)
+    assert list(first_rows["variant"]) == ["bert", "bert", "raft", "raft"]
+    assert list(first_rows["seed"]) == [49, 5309, 49, 5309]
+    assert b",0.123457," in first["glue.csv"]  # FLOAT_FORMAT %.6g
+
+
+def test_partial_data_and_notes_propagate(tmp_path):
+    results = tmp_path / "results"
+    for seed in SEEDS[:3]:
+        for v in ("bert", "raft"):
+            write_run(results, "glue", "qqp", v, "full", seed, glue_test_metrics("qqp", 0.8),
+                      partial=True, train_source="local-subset", test_source="held-out",
+                      notes=["QQP train pool subsampled", "official test replaced by held-out part"])
+            write_run(results, "glue", "sst2", v, "full", seed, glue_test_metrics("sst2", 0.9))
+    agg.aggregate(results)
+    s = _read(results / "tables/glue_summary.csv")
+    qqp = s[s["task"] == "qqp"].iloc[0]
+    assert s["partial_data"].dtype == bool and qqp["partial_data"]
+    assert qqp["train_source"] == "local-subset" and qqp["test_source"] == "held-out"
+    assert qqp["data_notes"] == "QQP train pool subsampled | official test replaced by held-out part"
+    sst2 = s[s["task"] == "sst2"].iloc[0]
+    assert not sst2["partial_data"] and pd.isna(sst2["data_notes"])
+    avg = s[s["task"] == "average"].iloc[0]
+    assert avg["partial_data"] and avg["train_source"] == "local;local-subset"
+    long = (results / "tables/glue.csv").read_text()
+    assert ",true,local-subset,held-out," in long and ",false,local,local," in long
+
+
+def test_incomplete_seeds_left_out_of_average(tmp_path):
+    results = tmp_path / "results"
+    for seed in (1, 2, 3):
+        for v in ("bert", "raft"):
+            write_run(results, "glue", "cola", v, 100, seed, glue_test_metrics("cola", 0.5))
+            if seed != 3:
+                write_run(results, "glue", "rte", v, 100, seed, glue_test_metrics("rte", 0.6))
+    s = agg.summary_table(agg.long_table(agg.load_runs(results, "glue")))
+    avg = s[s["task"] == "average"].iloc[0]
+    assert avg["n_paired"] == 2 and avg["bert_n_seeds"] == 2
+    assert "seeds without every task left out: 3" in avg["data_notes"]
+
+
+def test_unpaired_seeds_and_single_variant(tmp_path):
+    results = tmp_path / "results"
+    for seed in (1, 2, 3):
+        write_run(results, "glue", "rte", "bert", 100, seed, glue_test_metrics("rte", 0.5))
+    for seed in (2, 3, 4):
+        write_run(results, "glue", "rte", "raft", 100, seed, glue_test_metrics("rte", 0.6))
+    write_run(results, "glue", "cola", "bert", 300, 1, glue_test_metrics("cola", 0.5))
+    s = agg.summary_table(agg.long_table(agg.load_runs(results, "glue")))
+    rte = s[(s["task"] == "rte") & (s["metric"] == "acc")].iloc[0]
+    assert (rte["bert_n_seeds"], rte["raft_n_seeds"], rte["n_paired"]) == (3, 3, 2)
+    assert rte["delta"] == pytest.approx(0.1)
+    cola = s[(s["task"] == "cola") & (s["metric"] == "MCC")].iloc[0]
+    assert cola["verdict"] == "only one variant" and cola["raft_mode"] == ""
+
+
+def test_efficient_and_squad_pair_across_modes(tmp_path):
+    results = make_results(tmp_path / "results", tasks=("cola", "mrpc"), ns=(100,), pretrain=False)
+    agg.aggregate(results)
+    eff = _read(results / "tables/glue_efficient_summary.csv")
+    assert set(zip(eff["bert_mode"], eff["raft_mode"])) == {("bias_head", "raf_head")}
+    assert set(eff["bert_trainable_parameters"]) == {1666}
+    assert set(eff["raft_trainable_parameters"]) == {1679}
+    assert "average" in set(eff["task"])
+    sq = _read(results / "tables/squad_summary.csv")
+    assert list(sq["metric"]) == ["EM", "F1", "score"]
+    assert set(zip(sq["bert_mode"], sq["raft_mode"])) == {("full", "frozen_rafs")}
+    np.testing.assert_allclose(sq["delta"], 1.0, rtol=1e-6)  # synthetic RAFT = BERT + 1 point
+    assert set(sq["verdict"]) == {"RAFT better"}
+    long = _read(results / "tables/glue_efficient.csv")
+    assert set(long["mode"]) == {"bias_head", "raf_head"}
+
+
+def test_pretrain_tables(tmp_path):
+    results = tmp_path / "results"
+    write_pretrain(results, "bert", perplexity=12.5)
+    write_pretrain(results, "raft", perplexity=11.0, layers=2)
+    agg.aggregate(results)
+    pre = _read(results / "tables/pretrain.csv")
+    assert list(pre["variant"]) == ["bert", "raft"]
+    assert list(pre["perplexity"]) == [12.5, 11.0]
+    assert list(pre["source_file"]) == ["results/pretrain/bert/metrics.json", "results/pretrain/raft/metrics.json"]
+    log = agg.load_pretrain_log(results)
+    assert list(log.columns) == ["variant", "step", "tokens", "loss", "lr", "val_loss", "val_perplexity"]
+    assert log["val_perplexity"].notna().sum() == 4  # every 5th of 10 rows, two variants
+    snaps = agg.load_rational_snapshots(results, "raft")
+    assert [s["step"] for s in snaps] == [0, 33, 67, 100]
+    final = agg.pretrained_rationals(results, "raft")
+    assert final == snaps[-1]["rationals"] and set(final) == {"layer.0", "layer.1", "pooler"}
+    assert agg.pretrained_rationals(results, "bert") == {}
+
+
+def test_pretrained_rationals_prefers_metrics_json(tmp_path):
+    results = tmp_path / "results"
+    write_pretrain(results, "raft", perplexity=11.0, layers=2)
+    path = results / "pretrain/raft/metrics.json"
+    m = json.loads(path.read_text())
+    m["rationals"] = rafs(1)
+    path.write_text(json.dumps(m))
+    assert agg.pretrained_rationals(results, "raft") == rafs(1)
+
+
+def test_layout_fallbacks_and_bad_files(tmp_path):
+    results = tmp_path / "results"
+    p = write_run(results, "glue", "rte", "raft", "full", 7, glue_test_metrics("rte", 0.6))
+    m = json.loads(p.read_text())
+    for k in ("task", "variant", "n", "seed"):
+        del m[k]
+    p.write_text(json.dumps(m))
+    bad = results / "glue/rte/bert/nfull/seed7/metrics.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{ not json")
+    runs = agg.load_runs(results, "glue")
+    assert len(runs) == 1
+    r = runs.iloc[0]
+    assert (r["task"], r["variant"], r["n"], r["seed"]) == ("rte", "raft", "full", 7)
+
+
+def test_pretrain_init(tmp_path):
+    from raft.rational import init_coefficients
+
+    results = tmp_path / "results"
+    assert agg.pretrain_init(results)[0] == "gelu init (rational)"  # nothing there: the default
+    write_pretrain(results, "raft", perplexity=11.0, layers=2)  # rational.init = "gelu"
+    label, coeffs = agg.pretrain_init(results)
+    num, den = init_coefficients("gelu", (5, 4))
+    assert label == "gelu init (rational)" and coeffs == {"numerator": num, "denominator": den}
+    path = results / "pretrain/raft/metrics.json"
+    m = json.loads(path.read_text())
+    m["rational"] = {"init": "no-such-init"}
+    path.write_text(json.dumps(m))
+    label, coeffs = agg.pretrain_init(results)  # falls back to the step-0 snapshot
+    assert label == "initialisation (step 0)"
+    assert coeffs == agg.load_rational_snapshots(results)[0]["rationals"]["layer.0"]

@@ -1,0 +1,146 @@
+"""Display helpers: marks, footnotes, findings text, and the notebook normaliser."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from test_analysis_synthetic import glue_test_metrics, make_results, write_run
+
+from raft import cli
+from raft.analysis import aggregate as agg
+from raft.analysis import notebook, report
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return make_results(tmp_path_factory.mktemp("r") / "results")
+
+
+def test_glue_table_marks_partial_cells_and_footnotes(results):
+    _, _, summary = report.load_study(results, "glue")
+    table, foot = report.format_table(summary, "100", "glue")
+    assert list(table["task"]) == ["CoLA", "MRPC", "MRPC", "MNLI-m†‡", "MNLI-mm†‡", "GLUE average†‡"]
+    assert list(table["metric"]) == ["MCC", "acc", "F1", "acc", "acc", "score"]
+    mnli = table.iloc[3]
+    for col in ("BERT (FAFT)", "RAFT", "Δ RAFT − BERT [95 % CI]"):
+        assert mnli[col].endswith("†‡"), col
+    assert not table.iloc[0]["RAFT"].endswith("†")
+    assert any(f.startswith("†") for f in foot) and any(f.startswith("‡") for f in foot)
+    assert "MNLI-m†‡: train pool subsampled to 2,000 examples" in foot
+    # values are x 100 for GLUE
+    cola = summary[(summary["task"] == "cola") & (summary["n"] == "100") & (summary["metric"] == "MCC")].iloc[0]
+    assert table.iloc[0]["BERT (FAFT)"] == f"{cola.bert_mean * 100:.2f} ± {cola.bert_std * 100:.2f}"
+
+
+def test_findings_state_uncertainty_and_partial_data(results):
+    _, _, summary = report.load_study(results, "glue")
+    text = report.study_findings(summary, "glue")
+    assert "**N = 100**" in text and "**N = full**" in text
+    assert "GLUE average (×100)" in text and "95 % CI" in text
+    assert "few paired seeds" in text  # 3 and 2 seeds
+    assert "MNLI-m, MNLI-mm use partial data" in text
+    assert report.study_findings(summary.iloc[0:0], "squad").startswith("**Findings.** No SQuAD")
+
+
+def test_findings_too_few_seeds(tmp_path):
+    results = tmp_path / "results"
+    for v, val in (("bert", 0.5), ("raft", 0.6)):
+        write_run(results, "glue", "rte", v, 100, 1, glue_test_metrics("rte", val))
+    _, _, summary = report.load_study(results, "glue")
+    table, _ = report.format_table(summary, "100", "glue")
+    assert set(table["verdict"]) == {"too few seeds"}
+    assert "too few seeds" in report.study_findings(summary, "glue")
+
+
+def test_efficient_table_shows_parameter_counts(results):
+    _, _, summary = report.load_study(results, "glue_efficient")
+    table, _ = report.format_table(summary, "100", "glue_efficient", show_params=True)
+    assert "RAFT RAF+head" in table.columns and "BERT bias+head" in table.columns
+    assert set(table["trainable params (BERT/RAFT)"]) == {"1,666 / 1,679"}
+
+
+def test_squad_findings_in_points(results):
+    _, _, summary = report.load_study(results, "squad")
+    text = report.study_findings(summary, "squad")
+    assert "EM: RAFT" in text and "F1: RAFT" in text and "Δ = +1.00" in text
+    table, _ = report.format_table(summary, "100", "squad")
+    assert list(table["metric"]) == ["EM", "F1"]
+    assert set(table["modes (BERT/RAFT)"]) == {"full / frozen_rafs"}
+
+
+def test_pretrain_and_shapes_findings(results):
+    pre = agg.load_pretrain(results)
+    text = report.pretrain_findings(pre)
+    assert "11.750" in text and "12.500" in text and "one pretraining run per variant" in text
+    assert "reduced-scale" in text
+    assert report.pretrain_findings(pre.iloc[0:0]).startswith("**Findings.** No pretraining")
+    from raft.analysis import reference_rafs, shapes
+
+    ours = agg.pretrained_rationals(results)
+    runs = agg.load_runs(results, "glue")
+    mv = shapes.movement_table(runs, ours)
+    text = report.shapes_findings(shapes.closest_table(ours), shapes.closest_table(reference_rafs.published_rafs()),
+                                  report.amplitude_table(ours), mv)
+    assert "closest standard activation" in text and "published checkpoint" in text
+    assert "largest mean movement" in text and "upper half" in text
+    fc = report.finetuned_closest(runs)
+    assert set(fc["n"]) == {"100", "full"} and len(fc) == 3 * 2 * 4
+    piv = report.finetuned_closest_pivot(fc, "100")
+    assert list(piv.columns) == ["CoLA", "MRPC", "MNLI"] and list(piv.index)[-1] == "pooler"
+
+
+# ------------------------------------------------------------------ normaliser
+def _executed_notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("x = 1")]
+    nb.cells[0]["id"] = "a1b2c3"
+    nb.cells[1]["id"] = "f00ba4"
+    nb.cells[1].execution_count = 1
+    nb.cells[1].metadata = {"papermill": {"start_time": "2025-01-01T00:00:00", "duration": 0.5,
+                                          "status": "completed", "exception": False},
+                            "execution": {"iopub.execute_input": "2025-01-01T00:00:00.1Z"},
+                            "tags": ["parameters"]}
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="Warning: at /tmp/x\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "<Figure at 0x7f3a2b>"}, execution_count=1),
+    ]
+    nb.metadata = {
+        "papermill": {"start_time": "t0", "end_time": "t1", "duration": 3.2, "parameters": {"results_dir": "r"},
+                      "input_path": "in.ipynb", "output_path": "/abs/out.ipynb", "version": "2.7.0",
+                      "environment_variables": {}, "exception": None},
+        "language_info": {"name": "python", "version": "3.11.7"},
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    }
+    return nb
+
+
+def test_normalize_strips_volatile_fields(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(_executed_notebook(), path)
+    assert cli.main(["normalize-notebook", str(path), "--html", str(tmp_path / "nb.html")]) == 0
+    raw = json.loads(path.read_text())
+    assert raw["metadata"]["papermill"] == {"parameters": {"results_dir": "r"}}
+    assert "version" not in raw["metadata"]["language_info"]
+    assert [c["id"] for c in raw["cells"]] == ["cell-000", "cell-001"]
+    code = raw["cells"][1]
+    assert code["metadata"] == {"tags": ["parameters"]}
+    assert [o["output_type"] for o in code["outputs"]] == ["stream", "execute_result"]
+    assert "".join(code["outputs"][0]["text"]) == "a\nb\n"
+    assert "".join(code["outputs"][1]["data"]["text/plain"]) == "<Figure at 0x…>"
+    first = path.read_bytes()
+    html = (tmp_path / "nb.html").read_bytes()
+    notebook.normalize_file(path, html=tmp_path / "nb.html")  # idempotent
+    assert path.read_bytes() == first and (tmp_path / "nb.html").read_bytes() == html
+    nbformat.validate(nbformat.read(path, as_version=4))
+
+
+def test_normalize_keep_stderr(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(_executed_notebook(), path)
+    notebook.normalize_file(path, keep_stderr=True)
+    code = json.loads(path.read_text())["cells"][1]
+    assert [o.get("name") for o in code["outputs"]][:2] == ["stdout", "stderr"]

@@ -1,0 +1,205 @@
+"""Synthetic result trees (the formats of docs/architecture.md, "Result files") for the
+analysis and notebook tests, plus checks that the generator itself follows the format.
+
+Other analysis tests import ``make_results``, ``write_run`` and friends from here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+GELU_NUM = [-0.0012423594497499122, 0.5080497063245629, 0.41586363182937475,
+            0.13022718688035761, 0.024355900098993424, 0.00290283948155535]
+GELU_DEN = [-0.06675015696494944, 0.17927646217001553, 0.03746682605496631,
+            1.6561610853276082e-10]
+
+# metric names as raft/data/metrics.py writes them (GLUE fractions, SQuAD percent)
+GLUE_METRICS = {
+    "cola": ("matthews_correlation",), "sst2": ("accuracy",), "mrpc": ("accuracy", "f1"),
+    "stsb": ("pearson", "spearman"), "qqp": ("accuracy", "f1"), "mnli": ("accuracy",),
+    "qnli": ("accuracy",), "rte": ("accuracy",),
+}
+
+
+def reference_rational_numpy(x, numerator, denominator):
+    """Independent test formula: (a0 + ... + a5 x^5) / (1 + sum |b_k| |x|^k)."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x)
+    p = np.zeros_like(x)
+    for a in reversed(list(numerator)):
+        p = p * x + a
+    q = np.ones_like(x)
+    for k, b in enumerate(denominator, start=1):
+        q = q + abs(b) * ax**k
+    return p / q
+
+
+def rafs(layers: int, rng: np.random.Generator | None = None, scale: float = 0.0) -> dict:
+    """GELU-initialised RAFs for ``layers`` FFN layers and the pooler, optionally perturbed."""
+    out = {}
+    for name in [f"layer.{i}" for i in range(layers)] + ["pooler"]:
+        num = np.array(GELU_NUM)
+        den = np.array(GELU_DEN)
+        if rng is not None and scale:
+            num = num + scale * rng.standard_normal(num.shape)
+            den = den + scale * rng.standard_normal(den.shape)
+        out[name] = {"numerator": [round(float(v), 8) for v in num],
+                     "denominator": [round(float(v), 8) for v in den]}
+    return out
+
+
+def _dump(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def write_pretrain(root: Path, variant: str, *, perplexity: float, layers: int = 3, steps: int = 100,
+                   snapshots: int = 4, seed: int = 0) -> None:
+    d = root / "pretrain" / variant
+    rng = np.random.default_rng(seed + (1 if variant == "raft" else 0))
+    final = rafs(layers, rng, 0.05) if variant == "raft" else {}
+    _dump(d / "metrics.json", {
+        "variant": variant, "seed": seed, "steps": steps, "tokens_seen": steps * 4096,
+        "eval_loss": float(np.log(perplexity)), "perplexity": perplexity, "wall_time_s": 123.5,
+        "tokens_per_s": 3316.6, "device": "cpu",
+        "model": {"num_hidden_layers": layers, "hidden_size": 32},
+        "rational": {"degrees": [5, 4], "init": "gelu"} if variant == "raft" else {},
+        "data": {"source": "local", "train_sequences": 1000, "validation_sequences": 10},
+        "hyperparameters": {"lr": 7e-4},
+    })
+    lines = ["step,tokens,loss,lr,val_loss,val_perplexity"]
+    for i in range(1, 11):
+        step = i * steps // 10
+        loss = 8.0 - 0.4 * i + (0.1 if variant == "bert" else 0.0)
+        val = f"{loss + 0.1:.4f},{np.exp(loss + 0.1):.4f}" if i % 5 == 0 else ","
+        lines.append(f"{step},{step * 4096},{loss:.4f},0.0007,{val}")
+    (d / "log.csv").write_text("\n".join(lines) + "\n")
+    if variant == "raft":
+        init = rafs(layers)
+        with open(d / "rationals.jsonl", "w") as f:
+            for k in range(snapshots):
+                t = k / (snapshots - 1)
+                snap = {name: {key: [(1 - t) * a + t * b for a, b in zip(init[name][key], final[name][key])]
+                               for key in ("numerator", "denominator")} for name in init}
+                f.write(json.dumps({"step": int(round(t * steps)), "rationals": snap}) + "\n")
+
+
+def write_run(root: Path, study: str, task: str, variant: str, n, seed: int, test: dict, *,
+              mode: str = "full", partial: bool = False, train_source: str = "local",
+              test_source: str = "local", notes: list[str] | None = None,
+              trainable_parameters: int = 1000, rationals: dict | None = None) -> Path:
+    if study == "squad":
+        d = root / "squad" / variant / f"n{n}" / f"seed{seed}"
+    else:
+        d = root / study / task / variant / f"n{n}" / f"seed{seed}"
+    m = {
+        "task": task, "variant": variant, "n": n, "seed": seed, "mode": mode,
+        "pretrained": f"results/pretrain/{variant}/model",
+        "test": test, "selection_metric": "score", "best_dev_score": 0.5, "best_epoch": 3,
+        "dev_curve": [{"epoch": 1, "score": 0.4, "loss": 0.7}, {"epoch": 2, "score": 0.5, "loss": 0.6}],
+        "sizes": {"pool": 100, "dev_part": 30, "train": 100 if n != "full" else 90,
+                  "dev": 30, "test": {k: 50 for k in test}},
+        "sources": {"train": train_source, "test": test_source},
+        "partial_data": partial, "data_notes": list(notes or []),
+        "trainable_parameters": trainable_parameters, "hyperparameters": {"lr": 5e-5},
+        "wall_time_s": 10.0, "device": "cpu", "rationals": rationals or {},
+    }
+    _dump(d / "metrics.json", m)
+    return d / "metrics.json"
+
+
+def glue_test_metrics(task: str, base: float) -> dict:
+    names = GLUE_METRICS[task]
+    vals = {name: round(base + 0.01 * i, 6) for i, name in enumerate(names)}
+    vals["score"] = round(float(np.mean(list(vals.values()))), 6)
+    if task == "mnli":
+        return {"matched": dict(vals), "mismatched": {k: round(v - 0.01, 6) for k, v in vals.items()}}
+    return {"test": vals}
+
+
+def make_results(root: Path, *, tasks=("cola", "mrpc", "mnli"), ns=(100, "full"), seeds=(1, 2, 3),
+                 layers: int = 3, raft_gain: float = 0.02, efficient: bool = True,
+                 squad: bool = True, pretrain: bool = True) -> Path:
+    """A small complete results/ tree. RAFT = BERT + ``raft_gain`` (+ seed noise) on GLUE;
+    MNLI is marked partial (local subset, held-out test)."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    if pretrain:
+        write_pretrain(root, "bert", perplexity=12.5, layers=layers)
+        write_pretrain(root, "raft", perplexity=11.75, layers=layers)
+    pre = rafs(layers, np.random.default_rng(1), 0.05)
+    for task in tasks:
+        for n in ns:
+            for seed in (seeds if n != "full" else seeds[:2]):
+                base = 0.6 + 0.05 * rng.standard_normal()
+                for variant in ("bert", "raft"):
+                    gain = raft_gain + 0.01 * rng.standard_normal() if variant == "raft" else 0.0
+                    partial = task == "mnli"
+                    r = None
+                    if variant == "raft":
+                        r = {k: {kk: [a + 0.03 * rng.standard_normal() for a in vv] for kk, vv in v.items()}
+                             for k, v in pre.items()}
+                    write_run(root, "glue", task, variant, n, seed, glue_test_metrics(task, base + gain),
+                              partial=partial, train_source="local-subset" if partial else "local",
+                              test_source="held-out" if partial else "local",
+                              notes=["train pool subsampled to 2,000 examples"] if partial else [],
+                              trainable_parameters=110_000_000, rationals=r)
+    if efficient:
+        for task in tasks[:2]:
+            for seed in seeds:
+                base = 0.5 + 0.05 * rng.standard_normal()
+                write_run(root, "glue_efficient", task, "bert", 100, seed, glue_test_metrics(task, base),
+                          mode="bias_head", trainable_parameters=1666)
+                write_run(root, "glue_efficient", task, "raft", 100, seed,
+                          glue_test_metrics(task, base + 0.01 * rng.standard_normal()),
+                          mode="raf_head", trainable_parameters=1679, rationals=pre)
+    if squad:
+        for n in ns:
+            for seed in (seeds if n != "full" else seeds[:2]):
+                base = 40 + 5 * rng.standard_normal()
+                for variant in ("bert", "raft"):
+                    g = 1.0 if variant == "raft" else 0.0
+                    em, f1 = round(base + g, 4), round(base + 10 + g, 4)
+                    write_run(root, "squad", "squad", variant, n, seed,
+                              {"test": {"exact_match": em, "f1": f1, "score": f1}},
+                              mode="frozen_rafs" if variant == "raft" else "full",
+                              rationals=pre if variant == "raft" else None)
+    return root
+
+
+# ------------------------------------------------------------------ checks of the generator
+def test_make_results_follows_layout(tmp_path):
+    root = make_results(tmp_path / "results")
+    m = json.loads((root / "glue/mnli/raft/n100/seed1/metrics.json").read_text())
+    assert set(m["test"]) == {"matched", "mismatched"}
+    assert m["partial_data"] is True and m["sources"]["test"] == "held-out"
+    assert set(m["rationals"]) == {"layer.0", "layer.1", "layer.2", "pooler"}
+    assert (root / "glue/cola/bert/nfull/seed2/metrics.json").is_file()
+    assert not (root / "glue/cola/bert/nfull/seed3/metrics.json").exists()
+    assert (root / "squad/raft/n100/seed3/metrics.json").is_file()
+    snaps = (root / "pretrain/raft/rationals.jsonl").read_text().splitlines()
+    assert [json.loads(s)["step"] for s in snaps] == [0, 33, 67, 100]
+    assert (root / "pretrain/bert/log.csv").read_text().startswith("step,tokens,loss,lr,val_loss,val_perplexity\n")
+
+
+def test_reference_formula_matches_gelu_init():
+    x = np.linspace(-3, 3, 61)
+    from scipy.special import erf
+
+    gelu = 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    assert np.max(np.abs(reference_rational_numpy(x, GELU_NUM, GELU_DEN) - gelu)) < 5e-3
+
+
+def test_rational_numpy_matches_reference():
+    """The analysis evaluates RAFs with raft.rational.rational_numpy: check it against this
+    file's independent formula."""
+    import raft.rational as r
+
+    x = np.linspace(-6, 6, 241)
+    rng = np.random.default_rng(3)
+    num, den = rng.standard_normal(6), rng.standard_normal(4)
+    np.testing.assert_allclose(r.rational_numpy(x, num, den), reference_rational_numpy(x, num, den),
+                               rtol=1e-12, atol=1e-12)
