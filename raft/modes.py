@@ -75,6 +75,6 @@ def _select_bias_subset(model: nn.Module, budget: int, seed: int) -> int:
     for (name, p), mask in zip(biases, flat_mask.split(sizes.tolist())):
         if mask.any():
             p.requires_grad_(True)
-            mask = mask.to(p.device, p.dtype).view_as(p)
-            p.register_hook(lambda g, mask=mask: g * mask)
+            mask = mask.view_as(p)  # moved to the gradient's device in the hook: works after model.to(...)
+            p.register_hook(lambda g, mask=mask: g * mask.to(g.device, g.dtype))
     return budget

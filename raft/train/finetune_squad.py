@@ -1,0 +1,251 @@
+"""`raft finetune-squad`: fine-tune a pretrained BERT/RAFT on SQuAD v1.1, one N, one seed.
+
+Protocol (data side owned by `raft.data.squad`): train pool / dev part from the official
+training set (75/25, seed 96), N questions of each drawn per seed (``--n full``: all); the
+official dev set is the test set -- offline (no train file) the official dev set is split by
+article and the held-out articles are the test part (labelled in the result). Windows of
+``--max-seq-length`` tokens with ``--doc-stride`` overlap; span predictions post-processed
+per question (best start+end over all windows); EM / F1 of the official v1.1 script.
+Model selection: F1 on the dev part after every epoch, early stopping, best epoch restored,
+then one evaluation on the test set. The authors froze the RAFs here: ``--mode frozen_rafs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from raft.train import runinfo
+from raft.train.loop import Encoded, Runtime, predict, train_with_early_stopping
+from raft.train.runinfo import UsageError
+
+log = logging.getLogger("raft.finetune_squad")
+
+PROG = "raft finetune-squad"
+LOW_DATA_EPOCHS, LOW_DATA_PATIENCE = 20, 10
+FULL_EPOCHS, FULL_PATIENCE = 10, 2
+
+
+def add_arguments(parser) -> None:
+    runinfo.add_common_arguments(
+        parser, lr=1e-4, max_seq_length=384,
+        epochs_help=f"maximum epochs (default {LOW_DATA_EPOCHS} for integer N, {FULL_EPOCHS} for full data)",
+        patience_help=f"early-stopping patience in epochs (default {LOW_DATA_PATIENCE} low-data, {FULL_PATIENCE} full)",
+    )
+    q = parser.add_argument_group("question answering")
+    q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by two windows of a context (default 128)")
+    q.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens (default 64)")
+    q.add_argument("--max-answer-length", type=int, default=30, help="longest predicted answer in tokens (default 30)")
+    q.add_argument("--n-best", type=int, default=20, help="start/end candidates per window (default 20)")
+
+
+def main(args) -> int:
+    return runinfo.run_command(PROG, run, args)
+
+
+def default_schedule(n) -> tuple[int, int]:
+    return (FULL_EPOCHS, FULL_PATIENCE) if n == "full" else (LOW_DATA_EPOCHS, LOW_DATA_PATIENCE)
+
+
+class EvalPart:
+    """One evaluation part: examples, their window features (unpadded) and the references."""
+
+    def __init__(self, examples, tokenizer, **feature_kwargs):
+        from raft.data.squad import references, tokenize_eval
+
+        feats = tokenize_eval(examples, tokenizer, padding=False, **feature_kwargs)
+        self.examples = {"id": list(examples["id"]), "context": list(examples["context"])}
+        self.references = references(examples)
+        self.meta = {"example_id": list(feats["example_id"]), "offset_mapping": list(feats["offset_mapping"])}
+        types = feats["token_type_ids"] if "token_type_ids" in feats.column_names else None
+        self.encoded = Encoded(feats["input_ids"], types, pad_id=tokenizer.pad_token_id or 0)
+
+    def __len__(self) -> int:
+        return len(self.examples["id"])
+
+    @property
+    def num_features(self) -> int:
+        return len(self.encoded)
+
+
+def stack_ragged(rows: list[np.ndarray], fill: float = float(np.finfo(np.float32).min)) -> np.ndarray:
+    """Per-window logits of different lengths -> one (windows, longest) array, padded with ``fill``."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), fill, dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def encode_train(examples, tokenizer, **feature_kwargs) -> Encoded:
+    from raft.data.squad import tokenize_train
+
+    feats = tokenize_train(examples, tokenizer, padding=False, **feature_kwargs)
+    types = feats["token_type_ids"] if "token_type_ids" in feats.column_names else None
+    return Encoded(
+        feats["input_ids"], types, pad_id=tokenizer.pad_token_id or 0,
+        start_positions=np.asarray(feats["start_positions"], dtype=np.int64),
+        end_positions=np.asarray(feats["end_positions"], dtype=np.int64),
+    )
+
+
+def run(args) -> int:
+    t_start = time.perf_counter()
+    runinfo.setup_logging()
+    runinfo.check_common_arguments(args)
+    for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best"):
+        v = getattr(args, name)
+        if v < (0 if name == "doc_stride" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {0 if name == 'doc_stride' else 1}, got {v}")
+    runinfo.set_num_threads(args.num_threads)
+
+    from raft.data import squad
+    from raft.data.glue import sample
+    from raft.data.metrics import squad_metrics
+    from raft.data.sources import DataSourceError
+    from raft.modeling import export_rationals
+    from raft.modes import apply_mode
+
+    output = runinfo.check_output_path(args.output)
+    device = runinfo.select_device(args.device)
+    precision = runinfo.resolve_precision(args.precision, device)
+    runinfo.configure_backends(device)
+    epochs, patience = default_schedule(args.n)
+    epochs = args.epochs or epochs
+    patience = args.patience or patience
+
+    # --- model (errors before any data work) ------------------------------------------
+    runinfo.seed_everything(args.seed)  # span-head init follows the seed
+    model = runinfo.load_model(args.pretrained, "question-answering", finetuning_task="squad")
+    tokenizer = runinfo.load_tokenizer(args.pretrained)
+    variant = getattr(model.config, "raft_variant", "bert")
+    model.to(device)  # before apply_mode: bias_head's gradient masks live on the parameters' device
+    try:
+        mode_summary = apply_mode(model, args.mode, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(f"--mode {args.mode} with a {variant!r} model ({args.pretrained}): {exc}") from exc
+    max_len = runinfo.effective_max_length(args.max_seq_length, model)
+    room = max_len - args.max_query_length - 3
+    if room <= 0 or args.doc_stride >= room:
+        raise UsageError(
+            f"--doc-stride {args.doc_stride} / --max-query-length {args.max_query_length} do not fit windows of "
+            f"{max_len} tokens: the context part of a window has {max(room, 0)} tokens "
+            "(max-seq-length - max-query-length - 3) and the stride must be smaller"
+        )
+    feature_kwargs = {"max_seq_length": max_len, "doc_stride": args.doc_stride,
+                      "max_query_length": args.max_query_length}
+
+    # --- data ----------------------------------------------------------------------------
+    try:
+        data = squad.load_squad(args.data_dir)
+    except (FileNotFoundError, DataSourceError, ValueError) as exc:
+        raise UsageError(f"cannot load SQuAD v1.1: {exc}") from exc
+    try:
+        train_ds, dev_ds = sample(data, None if args.n == "full" else args.n, args.seed)
+    except ValueError as exc:
+        raise UsageError(f"--n {args.n}: {exc}") from exc
+    data_notes = list(data.data_notes)
+    partial = bool(data.partial_data)
+    tests, cap_note = runinfo.cap_test_sets(data.tests, args.max_test_examples)
+    if cap_note:
+        partial = True
+        data_notes.append(cap_note)
+
+    t0 = time.perf_counter()
+    train = encode_train(train_ds, tokenizer, **feature_kwargs)
+    dev = EvalPart(dev_ds, tokenizer, **feature_kwargs)
+    test_parts = {name: EvalPart(ds, tokenizer, **feature_kwargs) for name, ds in tests.items()}
+    t_tokenize = time.perf_counter() - t0
+    log.info(
+        "%s squad n=%s seed=%d mode=%s: train %d questions (%d windows), dev %d (%d), test %s; "
+        "%d trainable parameters; %s",
+        variant, args.n, args.seed, args.mode, len(train_ds), len(train), len(dev), dev.num_features,
+        {k: f"{len(v)} ({v.num_features})" for k, v in test_parts.items()},
+        mode_summary["trainable_parameters"], runinfo.device_description(device, precision),
+    )
+
+    # --- training --------------------------------------------------------------------------
+    runtime = Runtime.create(device, precision)
+
+    def evaluate(part: EvalPart) -> dict:
+        out = predict(model, part.encoded, batch_size=args.eval_batch_size, runtime=runtime,
+                      outputs=("start_logits", "end_logits"), ragged=("start_logits", "end_logits"),
+                      with_loss=False)
+        answers = squad.postprocess_predictions(
+            part.examples, part.meta, stack_ragged(out["start_logits"]), stack_ragged(out["end_logits"]),
+            n_best=args.n_best, max_answer_length=args.max_answer_length,
+        )
+        metrics = squad_metrics(answers, part.references)
+        return {"metrics": metrics, "score": metrics["score"], "loss": None}
+
+    t0 = time.perf_counter()
+    fit, opt_info = train_with_early_stopping(
+        model, train, lambda: evaluate(dev),
+        runtime=runtime, seed=args.seed, epochs=epochs, patience=patience, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, rational_lr=args.rational_lr,
+        rational_weight_decay=args.rational_weight_decay, adam_eps=args.adam_eps,
+        warmup_ratio=args.warmup_ratio, rational_schedule=args.rational_schedule,
+        max_grad_norm=args.max_grad_norm, metric_name="f1",
+        desc=f"squad {variant} n={args.n} seed={args.seed}",
+    )
+    t_train = time.perf_counter() - t0
+
+    # --- test: the restored best epoch -------------------------------------------------------
+    t0 = time.perf_counter()
+    test = {name: evaluate(part)["metrics"] for name, part in test_parts.items()}
+    t_test = time.perf_counter() - t0
+    log.info("best epoch %d (dev f1 %.2f); test %s", fit.best_epoch, fit.best_score,
+             {k: {m: round(v[m], 2) for m in ("exact_match", "f1")} for k, v in test.items()})
+
+    if args.save_model:
+        runinfo.save_model(model, tokenizer, args.save_model)
+
+    record = {
+        "task": "squad",
+        "variant": variant,
+        "n": args.n,
+        "seed": args.seed,
+        "mode": args.mode,
+        "pretrained": str(args.pretrained),
+        "test": test,
+        "selection_metric": data.selection_metric,
+        "best_dev_score": fit.best_score,
+        "best_epoch": fit.best_epoch,
+        "dev_curve": fit.curve,
+        "sizes": {
+            "pool": len(data.pool),
+            "dev_part": len(data.dev),
+            "train": len(train_ds),
+            "dev": len(dev),
+            "test": {k: len(v) for k, v in test_parts.items()},
+            "features": {"train": len(train), "dev": dev.num_features,
+                         "test": {k: v.num_features for k, v in test_parts.items()}},
+        },
+        "sources": dict(data.sources),
+        "partial_data": partial,
+        "data_notes": data_notes,
+        "trainable_parameters": int(mode_summary["trainable_parameters"]),
+        "hyperparameters": runinfo.hyperparameters(
+            args, epochs=epochs, patience=patience, max_seq_length=max_len, precision=precision,
+            opt_info=opt_info, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+            max_answer_length=args.max_answer_length, n_best=args.n_best,
+            split_seed=data.shuffle_seed, pool_fraction=data.pool_fraction,
+        ),
+        "wall_time_s": round(time.perf_counter() - t_start, 3),
+        "device": runinfo.device_description(device, precision),
+        "rationals": export_rationals(model),
+        # provenance beyond the contract
+        "epochs_run": fit.epochs_run,
+        "stopped_early": fit.stopped_early,
+        "train_ids_sha1": runinfo.ids_sha1(train_ds["id"]),
+        "dev_ids_sha1": runinfo.ids_sha1(dev_ds["id"]),
+        "split": dict(data.split_info),
+        "mode_summary": mode_summary,
+        "timings_s": {"tokenize": round(t_tokenize, 3), "train": round(t_train, 3), "test": round(t_test, 3)},
+        "versions": runinfo.versions(),
+    }
+    runinfo.write_json_atomic(output, record)
+    log.info("wrote %s (%.1fs)", output, record["wall_time_s"])
+    return 0
