@@ -1,0 +1,151 @@
+"""End to end: the smoke configuration (config/smoke.yaml) on the local data copy, run once
+per session in a temporary working directory; the tests below check what it produced."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from test_workflow import CONFIG, expected_outputs, merged_config, output_of, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+SMOKE = CONFIG / "smoke.yaml"
+
+
+def smoke_args(data_dir) -> list[str]:
+    return ["--configfile", str(SMOKE), "--config", f"data_dir={data_dir}"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, data_dir):
+    """Run the smoke workflow once (local execution, 2 cores); return (workdir, seconds)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    t0 = time.perf_counter()
+    proc = run_snakemake("--cores", "2", *smoke_args(data_dir), workdir=workdir, timeout=1200)
+    elapsed = time.perf_counter() - t0
+    (workdir / "snakemake.out").write_text(output_of(proc))
+    if proc.returncode != 0:
+        logs = "\n".join(
+            f"=== {p.relative_to(workdir)}\n{p.read_text()[-3000:]}"
+            for p in sorted((workdir / "results/logs").rglob("*.log"))
+        ) if (workdir / "results/logs").is_dir() else ""
+        pytest.fail(f"smoke workflow failed after {elapsed:.0f} s\n{output_of(proc)[-6000:]}\n{logs[-12000:]}")
+    print(f"\nsmoke workflow: {elapsed:.0f} s wall")
+    return workdir, elapsed
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def check_results(workdir: Path) -> None:
+    """Every expected file exists and holds values in range (shared with the SLURM test)."""
+    cfg = merged_config(SMOKE)
+    missing = [p for p in expected_outputs(cfg) if not (workdir / p).exists()]
+    assert not missing, f"missing outputs: {missing}"
+
+    # pretraining: finite perplexity > 1, the contract's fields
+    for variant in cfg["variants"]:
+        m = read_json(workdir / f"results/pretrain/{variant}/metrics.json")
+        assert m["variant"] == variant
+        assert math.isfinite(m["perplexity"]) and m["perplexity"] > 1
+        assert math.isfinite(m["eval_loss"]) and m["eval_loss"] > 0
+        assert m["steps"] == cfg["pretrain"]["max_steps"]
+        assert (workdir / f"results/pretrain/{variant}/model/config.json").is_file()
+        with open(workdir / f"results/pretrain/{variant}/log.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert rows and {"step", "loss", "val_loss"} <= set(rows[0])
+        lines = (workdir / f"results/pretrain/{variant}/rationals.jsonl").read_text().splitlines()
+        if variant == "raft":
+            assert lines and "rationals" in json.loads(lines[-1])
+
+    # GLUE: accuracy / F1 in [0, 1], correlations in [-1, 1]
+    for path in sorted((workdir / "results/glue").rglob("metrics.json")):
+        m = read_json(path)
+        task, variant, n, seed = path.parts[-5:-1]
+        assert m["task"] == task and m["variant"] == variant
+        assert str(m["n"]) == n[1:] and str(m["seed"]) == seed[4:]
+        for eval_set, metrics in m["test"].items():
+            for name, value in metrics.items():
+                assert math.isfinite(value), (path, eval_set, name)
+                if name in ("accuracy", "f1"):
+                    assert 0.0 <= value <= 1.0, (path, name, value)
+                else:
+                    assert -1.0 <= value <= 1.0, (path, name, value)
+    for path in sorted((workdir / "results/glue_efficient").rglob("metrics.json")):
+        m = read_json(path)
+        assert m["mode"] == {"raft": "raf_head", "bert": "bias_head"}[m["variant"]]
+        assert 0 < m["trainable_parameters"]
+
+    # SQuAD: EM / F1 in percent
+    for path in sorted((workdir / "results/squad").rglob("metrics.json")):
+        m = read_json(path)
+        for metrics in m["test"].values():
+            for name in ("exact_match", "f1"):
+                assert 0.0 <= metrics[name] <= 100.0, (path, name)
+        assert m["mode"] == {"raft": "frozen_rafs", "bert": "full"}[m["variant"]]
+
+    # tables: headers, and rows for what ran
+    for name in ("pretrain", "glue", "glue_summary", "squad", "squad_summary"):
+        with open(workdir / f"results/tables/{name}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert rows, f"{name}.csv is empty"
+    with open(workdir / "results/tables/glue.csv") as f:
+        tasks = {r["task"] for r in csv.DictReader(f)}
+    assert set(cfg["glue"]["tasks"]) <= tasks
+
+    # notebooks: executed, rendered with tables, figures saved
+    for nb in sorted((workdir / "results/notebooks").glob("*.ipynb")):
+        html = nb.with_suffix(".html").read_text()
+        assert "<table" in html, f"{nb.name}: no table in the HTML"
+        assert "Traceback" not in html or "Error" not in html.split("Traceback")[1][:200], nb.name
+        figures = list((workdir / "results/figures" / nb.stem).glob("*.png"))
+        assert figures, f"no figures for {nb.stem}"
+
+    # logs and benchmarks of the heavy steps
+    assert list((workdir / "results/benchmarks/glue").rglob("*.tsv"))
+    for log in (workdir / "results/logs").rglob("*.log"):
+        assert "\r" not in log.read_text(errors="replace"), f"progress bar in {log}"
+
+
+def test_smoke_outputs(smoke_run):
+    workdir, elapsed = smoke_run
+    check_results(workdir)
+
+
+def test_smoke_wall_time(smoke_run):
+    """The smoke study is meant to fit in 5 minutes on 2 cores (a loaded machine gets slack)."""
+    _, elapsed = smoke_run
+    assert elapsed < 600, f"smoke workflow took {elapsed:.0f} s"
+
+
+def test_second_run_has_nothing_to_do(smoke_run, data_dir):
+    workdir, _ = smoke_run
+    proc = run_snakemake("-n", *smoke_args(data_dir), workdir=workdir, timeout=300)
+    assert proc.returncode == 0, output_of(proc)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, output_of(proc)
+
+
+def test_report(smoke_run, data_dir):
+    workdir, _ = smoke_run
+    report = workdir / "report.html"
+    proc = run_snakemake("--report", report, *smoke_args(data_dir), workdir=workdir, timeout=300)
+    assert proc.returncode == 0, output_of(proc)
+    text = report.read_text(errors="replace")
+    assert report.stat().st_size > 10_000
+    for item in ("glue_summary.csv", "pretraining.html", "stats.json", "curves.png"):
+        assert item in text, item
+
+
+def test_checkpoints_outside_outputs(smoke_run):
+    """Pretraining checkpoints survive in results/checkpoints, outside the rule's outputs."""
+    workdir, _ = smoke_run
+    for variant in ("bert", "raft"):
+        ckpt = workdir / "results/checkpoints/pretrain" / variant
+        assert ckpt.is_dir() and any(ckpt.iterdir()), ckpt
