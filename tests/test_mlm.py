@@ -16,6 +16,7 @@ from raft.train.mlm import (
     mlm_loss_sum,
     sparse_mlm_loss,
 )
+from tiny_corpus import _one_thread  # noqa: F401 (autouse fixture)
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]
@@ -23,15 +24,6 @@ VOCAB = 200
 MASK_KW = dict(mask_token_id=MASK, vocab_size=VOCAB, special_ids=SPECIAL, probability=0.15)
 SIZES = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
              intermediate_size=128, max_position_embeddings=32, pad_token_id=PAD)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _ids(n=64, seq=32, seed=0):

@@ -22,7 +22,7 @@ from raft.modeling import load_pretrained, rational_modules
 from raft.train import pretrain
 from raft.train.checkpoint import EXIT_PREEMPTED, list_checkpoints
 from raft.train.mlm import IGNORE_INDEX, mask_eval_set
-from tiny_corpus import make_tiny_corpus
+from tiny_corpus import _one_thread, make_tiny_corpus  # noqa: F401 (_one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 TIME_KEYS = {"wall_time_s", "train_time_s", "tokens_per_s"}
@@ -30,15 +30,6 @@ TINY = ["--num-layers", "2", "--hidden-size", "64", "--num-heads", "2", "--inter
         "--max-steps", "8", "--batch-size", "16", "--per-device-batch-size", "8", "--lr", "2e-3",
         "--save-steps", "2", "--eval-steps", "4", "--logging-steps", "2", "--snapshot-steps", "4",
         "--keep-checkpoints", "2", "--seed", "7"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from raft.train import pretrain
-from tiny_corpus import make_tiny_corpus
+from tiny_corpus import _one_thread, make_tiny_corpus  # noqa: F401 (_one_thread: autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--variant", "raft", "--num-layers", "2", "--hidden-size", "64", "--num-heads", "2",
         "--intermediate-size", "128", "--max-steps", "6", "--batch-size", "16", "--per-device-batch-size", "4",
         "--save-steps", "3", "--eval-steps", "3", "--logging-steps", "3", "--snapshot-steps", "3",
         "--dropout", "0", "--seed", "3", "--lr", "2e-3"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),

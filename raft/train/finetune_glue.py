@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
+
 import numpy as np
-import torch
 
 from raft.train import runinfo
-from raft.train.loop import Encoded, Runtime, predict, train_with_early_stopping
+from raft.train.loop import Encoded, Runtime, predict, train_with_args
 from raft.train.runinfo import UsageError
 
 log = logging.getLogger("raft.finetune_glue")
 
 PROG = "raft finetune-glue"
-LOW_DATA_EPOCHS, LOW_DATA_PATIENCE = 20, 10
-FULL_EPOCHS, FULL_PATIENCE = 3, 2
+LOW_DATA = (20, 10)  # default (epochs, patience) for an integer N
+FULL = (3, 2)  # ... and for --n full
 
 
 def _tasks() -> tuple[str, ...]:
@@ -35,11 +35,7 @@ def _tasks() -> tuple[str, ...]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--task", required=True, choices=_tasks(), help="GLUE task")
-    runinfo.add_common_arguments(
-        parser, lr=5e-5, max_seq_length=128,
-        epochs_help=f"maximum epochs (default {LOW_DATA_EPOCHS} for integer N, {FULL_EPOCHS} for full data)",
-        patience_help=f"early-stopping patience in epochs (default {LOW_DATA_PATIENCE} low-data, {FULL_PATIENCE} full)",
-    )
+    runinfo.add_common_arguments(parser, lr=5e-5, max_seq_length=128, low_data=LOW_DATA, full=FULL)
 
 
 def main(args) -> int:
@@ -47,7 +43,7 @@ def main(args) -> int:
 
 
 def default_schedule(n) -> tuple[int, int]:
-    return (FULL_EPOCHS, FULL_PATIENCE) if n == "full" else (LOW_DATA_EPOCHS, LOW_DATA_PATIENCE)
+    return runinfo.default_schedule(n, LOW_DATA, FULL)
 
 
 def model_overrides(info) -> dict:
@@ -81,49 +77,24 @@ def run(args) -> int:
 
     from raft.data import glue
     from raft.data.sources import DataSourceError
-    from raft.modeling import export_rationals
-    from raft.modes import apply_mode
 
     try:
         info = glue.task_info(args.task)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     task = info.name
-    output = runinfo.check_output_path(args.output)
-    device = runinfo.select_device(args.device)
-    precision = runinfo.resolve_precision(args.precision, device)
-    runinfo.configure_backends(device)
-    epochs, patience = default_schedule(args.n)
-    epochs = args.epochs or epochs
-    patience = args.patience or patience
+    output, device, precision, epochs, patience = runinfo.prepare_run(args, LOW_DATA, FULL)
 
     # --- model (errors before any data work) ------------------------------------------
-    runinfo.seed_everything(args.seed)  # classifier init follows the seed
-    model = runinfo.load_model(args.pretrained, "sequence-classification", **model_overrides(info))
-    tokenizer = runinfo.load_tokenizer(args.pretrained)
-    variant = getattr(model.config, "raft_variant", "bert")
-    model.to(device)  # before apply_mode: bias_head's gradient masks live on the parameters' device
-    try:
-        mode_summary = apply_mode(model, args.mode, seed=args.seed)
-    except ValueError as exc:
-        raise UsageError(f"--mode {args.mode} with a {variant!r} model ({args.pretrained}): {exc}") from exc
-    max_len = runinfo.effective_max_length(args.max_seq_length, model)
+    model, tokenizer, variant, mode_summary, max_len = runinfo.load_finetuning_model(
+        args, "sequence-classification", device, **model_overrides(info))
 
     # --- data ----------------------------------------------------------------------------
     try:
         data = glue.load_glue(task, args.data_dir)
     except (FileNotFoundError, DataSourceError, ValueError) as exc:
         raise UsageError(f"cannot load GLUE {task}: {exc}") from exc
-    try:
-        train_ds, dev_ds = glue.sample(data, None if args.n == "full" else args.n, args.seed)
-    except ValueError as exc:
-        raise UsageError(f"--n {args.n}: {exc}") from exc
-    data_notes = list(data.data_notes)
-    partial = bool(data.partial_data)
-    tests, cap_note = runinfo.cap_test_sets(data.tests, args.max_test_examples)
-    if cap_note:
-        partial = True
-        data_notes.append(cap_note)
+    train_ds, dev_ds, tests, partial, data_notes = runinfo.sample_parts(data, args)
 
     t0 = time.perf_counter()
     regression = info.is_regression
@@ -147,14 +118,9 @@ def run(args) -> int:
         return {"metrics": metrics, "score": metrics["score"], "loss": out["loss"]}
 
     t0 = time.perf_counter()
-    fit, opt_info = train_with_early_stopping(
-        model, train, lambda: evaluate(dev),
-        runtime=runtime, seed=args.seed, epochs=epochs, patience=patience, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, rational_lr=args.rational_lr,
-        rational_weight_decay=args.rational_weight_decay, adam_eps=args.adam_eps,
-        warmup_ratio=args.warmup_ratio, rational_schedule=args.rational_schedule,
-        max_grad_norm=args.max_grad_norm, metric_name=data.selection_metric.replace(" ", ""),
-        desc=f"{task} {variant} n={args.n} seed={args.seed}",
+    fit, opt_info = train_with_args(
+        model, train, lambda: evaluate(dev), args, runtime=runtime, epochs=epochs, patience=patience,
+        metric_name=data.selection_metric.replace(" ", ""), desc=f"{task} {variant} n={args.n} seed={args.seed}",
     )
     t_train = time.perf_counter() - t0
 
@@ -168,45 +134,13 @@ def run(args) -> int:
     if args.save_model:
         runinfo.save_model(model, tokenizer, args.save_model)
 
-    record = {
-        "task": task,
-        "variant": variant,
-        "n": args.n,
-        "seed": args.seed,
-        "mode": args.mode,
-        "pretrained": str(args.pretrained),
-        "test": test,
-        "selection_metric": data.selection_metric,
-        "best_dev_score": fit.best_score,
-        "best_epoch": fit.best_epoch,
-        "dev_curve": fit.curve,
-        "sizes": {
-            "pool": len(data.pool),
-            "dev_part": len(data.dev),
-            "train": len(train),
-            "dev": len(dev),
-            "test": {k: len(v) for k, v in test_sets.items()},
-        },
-        "sources": dict(data.sources),
-        "partial_data": partial,
-        "data_notes": data_notes,
-        "trainable_parameters": int(mode_summary["trainable_parameters"]),
-        "hyperparameters": runinfo.hyperparameters(
-            args, epochs=epochs, patience=patience, max_seq_length=max_len, precision=precision,
-            opt_info=opt_info, split_seed=data.shuffle_seed, pool_fraction=data.pool_fraction,
-        ),
-        "wall_time_s": round(time.perf_counter() - t_start, 3),
-        "device": runinfo.device_description(device, precision),
-        "rationals": export_rationals(model),
-        # provenance beyond the contract
-        "epochs_run": fit.epochs_run,
-        "stopped_early": fit.stopped_early,
-        "train_ids_sha1": runinfo.ids_sha1(train_ds["idx"]),
-        "dev_ids_sha1": runinfo.ids_sha1(dev_ds["idx"]),
-        "mode_summary": mode_summary,
-        "timings_s": {"tokenize": round(t_tokenize, 3), "train": round(t_train, 3), "test": round(t_test, 3)},
-        "versions": runinfo.versions(),
-    }
+    record = runinfo.base_record(
+        args, task=task, variant=variant, data=data, fit=fit, test=test, train_ds=train_ds, dev_ds=dev_ds,
+        tests=tests, id_column="idx", partial=partial, data_notes=data_notes, mode_summary=mode_summary,
+        model=model, device=device, precision=precision, epochs=epochs, patience=patience,
+        max_seq_length=max_len, opt_info=opt_info, t_start=t_start,
+        timings={"tokenize": t_tokenize, "train": t_train, "test": t_test},
+    )
     runinfo.write_json_atomic(output, record)
     log.info("wrote %s (%.1fs)", output, record["wall_time_s"])
     return 0

@@ -18,22 +18,18 @@ import time
 import numpy as np
 
 from raft.train import runinfo
-from raft.train.loop import Encoded, Runtime, predict, train_with_early_stopping
+from raft.train.loop import Encoded, Runtime, predict, train_with_args
 from raft.train.runinfo import UsageError
 
 log = logging.getLogger("raft.finetune_squad")
 
 PROG = "raft finetune-squad"
-LOW_DATA_EPOCHS, LOW_DATA_PATIENCE = 20, 10
-FULL_EPOCHS, FULL_PATIENCE = 10, 2
+LOW_DATA = (20, 10)  # default (epochs, patience) for an integer N
+FULL = (10, 2)  # ... and for --n full
 
 
 def add_arguments(parser) -> None:
-    runinfo.add_common_arguments(
-        parser, lr=1e-4, max_seq_length=384,
-        epochs_help=f"maximum epochs (default {LOW_DATA_EPOCHS} for integer N, {FULL_EPOCHS} for full data)",
-        patience_help=f"early-stopping patience in epochs (default {LOW_DATA_PATIENCE} low-data, {FULL_PATIENCE} full)",
-    )
+    runinfo.add_common_arguments(parser, lr=1e-4, max_seq_length=384, low_data=LOW_DATA, full=FULL)
     q = parser.add_argument_group("question answering")
     q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by two windows of a context (default 128)")
     q.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens (default 64)")
@@ -46,7 +42,7 @@ def main(args) -> int:
 
 
 def default_schedule(n) -> tuple[int, int]:
-    return (FULL_EPOCHS, FULL_PATIENCE) if n == "full" else (LOW_DATA_EPOCHS, LOW_DATA_PATIENCE)
+    return runinfo.default_schedule(n, LOW_DATA, FULL)
 
 
 class EvalPart:
@@ -102,31 +98,14 @@ def run(args) -> int:
     runinfo.set_num_threads(args.num_threads)
 
     from raft.data import squad
-    from raft.data.glue import sample
     from raft.data.metrics import squad_metrics
     from raft.data.sources import DataSourceError
-    from raft.modeling import export_rationals
-    from raft.modes import apply_mode
 
-    output = runinfo.check_output_path(args.output)
-    device = runinfo.select_device(args.device)
-    precision = runinfo.resolve_precision(args.precision, device)
-    runinfo.configure_backends(device)
-    epochs, patience = default_schedule(args.n)
-    epochs = args.epochs or epochs
-    patience = args.patience or patience
+    output, device, precision, epochs, patience = runinfo.prepare_run(args, LOW_DATA, FULL)
 
     # --- model (errors before any data work) ------------------------------------------
-    runinfo.seed_everything(args.seed)  # span-head init follows the seed
-    model = runinfo.load_model(args.pretrained, "question-answering", finetuning_task="squad")
-    tokenizer = runinfo.load_tokenizer(args.pretrained)
-    variant = getattr(model.config, "raft_variant", "bert")
-    model.to(device)  # before apply_mode: bias_head's gradient masks live on the parameters' device
-    try:
-        mode_summary = apply_mode(model, args.mode, seed=args.seed)
-    except ValueError as exc:
-        raise UsageError(f"--mode {args.mode} with a {variant!r} model ({args.pretrained}): {exc}") from exc
-    max_len = runinfo.effective_max_length(args.max_seq_length, model)
+    model, tokenizer, variant, mode_summary, max_len = runinfo.load_finetuning_model(
+        args, "question-answering", device, finetuning_task="squad")
     room = max_len - args.max_query_length - 3
     if room <= 0 or args.doc_stride >= room:
         raise UsageError(
@@ -142,16 +121,7 @@ def run(args) -> int:
         data = squad.load_squad(args.data_dir)
     except (FileNotFoundError, DataSourceError, ValueError) as exc:
         raise UsageError(f"cannot load SQuAD v1.1: {exc}") from exc
-    try:
-        train_ds, dev_ds = sample(data, None if args.n == "full" else args.n, args.seed)
-    except ValueError as exc:
-        raise UsageError(f"--n {args.n}: {exc}") from exc
-    data_notes = list(data.data_notes)
-    partial = bool(data.partial_data)
-    tests, cap_note = runinfo.cap_test_sets(data.tests, args.max_test_examples)
-    if cap_note:
-        partial = True
-        data_notes.append(cap_note)
+    train_ds, dev_ds, tests, partial, data_notes = runinfo.sample_parts(data, args)
 
     t0 = time.perf_counter()
     train = encode_train(train_ds, tokenizer, **feature_kwargs)
@@ -181,14 +151,9 @@ def run(args) -> int:
         return {"metrics": metrics, "score": metrics["score"], "loss": None}
 
     t0 = time.perf_counter()
-    fit, opt_info = train_with_early_stopping(
-        model, train, lambda: evaluate(dev),
-        runtime=runtime, seed=args.seed, epochs=epochs, patience=patience, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, rational_lr=args.rational_lr,
-        rational_weight_decay=args.rational_weight_decay, adam_eps=args.adam_eps,
-        warmup_ratio=args.warmup_ratio, rational_schedule=args.rational_schedule,
-        max_grad_norm=args.max_grad_norm, metric_name="f1",
-        desc=f"squad {variant} n={args.n} seed={args.seed}",
+    fit, opt_info = train_with_args(
+        model, train, lambda: evaluate(dev), args, runtime=runtime, epochs=epochs, patience=patience,
+        metric_name="f1", desc=f"squad {variant} n={args.n} seed={args.seed}",
     )
     t_train = time.perf_counter() - t0
 
@@ -202,50 +167,18 @@ def run(args) -> int:
     if args.save_model:
         runinfo.save_model(model, tokenizer, args.save_model)
 
-    record = {
-        "task": "squad",
-        "variant": variant,
-        "n": args.n,
-        "seed": args.seed,
-        "mode": args.mode,
-        "pretrained": str(args.pretrained),
-        "test": test,
-        "selection_metric": data.selection_metric,
-        "best_dev_score": fit.best_score,
-        "best_epoch": fit.best_epoch,
-        "dev_curve": fit.curve,
-        "sizes": {
-            "pool": len(data.pool),
-            "dev_part": len(data.dev),
-            "train": len(train_ds),
-            "dev": len(dev),
-            "test": {k: len(v) for k, v in test_parts.items()},
-            "features": {"train": len(train), "dev": dev.num_features,
-                         "test": {k: v.num_features for k, v in test_parts.items()}},
-        },
-        "sources": dict(data.sources),
-        "partial_data": partial,
-        "data_notes": data_notes,
-        "trainable_parameters": int(mode_summary["trainable_parameters"]),
-        "hyperparameters": runinfo.hyperparameters(
-            args, epochs=epochs, patience=patience, max_seq_length=max_len, precision=precision,
-            opt_info=opt_info, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
-            max_answer_length=args.max_answer_length, n_best=args.n_best,
-            split_seed=data.shuffle_seed, pool_fraction=data.pool_fraction,
-        ),
-        "wall_time_s": round(time.perf_counter() - t_start, 3),
-        "device": runinfo.device_description(device, precision),
-        "rationals": export_rationals(model),
-        # provenance beyond the contract
-        "epochs_run": fit.epochs_run,
-        "stopped_early": fit.stopped_early,
-        "train_ids_sha1": runinfo.ids_sha1(train_ds["id"]),
-        "dev_ids_sha1": runinfo.ids_sha1(dev_ds["id"]),
-        "split": dict(data.split_info),
-        "mode_summary": mode_summary,
-        "timings_s": {"tokenize": round(t_tokenize, 3), "train": round(t_train, 3), "test": round(t_test, 3)},
-        "versions": runinfo.versions(),
-    }
+    record = runinfo.base_record(
+        args, task="squad", variant=variant, data=data, fit=fit, test=test, train_ds=train_ds, dev_ds=dev_ds,
+        tests=tests, id_column="id", partial=partial, data_notes=data_notes, mode_summary=mode_summary,
+        model=model, device=device, precision=precision, epochs=epochs, patience=patience,
+        max_seq_length=max_len, opt_info=opt_info, t_start=t_start,
+        timings={"tokenize": t_tokenize, "train": t_train, "test": t_test},
+        sizes_extra={"features": {"train": len(train), "dev": dev.num_features,
+                                  "test": {k: v.num_features for k, v in test_parts.items()}}},
+        hyperparameters_extra={"doc_stride": args.doc_stride, "max_query_length": args.max_query_length,
+                               "max_answer_length": args.max_answer_length, "n_best": args.n_best},
+        provenance_extra={"split": dict(data.split_info)},
+    )
     runinfo.write_json_atomic(output, record)
     log.info("wrote %s (%.1fs)", output, record["wall_time_s"])
     return 0

@@ -368,3 +368,18 @@ def train_with_early_stopping(
         "optimizer_groups": {g["name"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups},
     }
     return result, info
+
+
+def train_with_args(model: nn.Module, train: Encoded, evaluate_dev: Callable[[], dict], args, *,
+                    runtime: Runtime, epochs: int, patience: int, metric_name: str,
+                    desc: str) -> tuple[FitResult, dict]:
+    """`train_with_early_stopping` with the optimisation settings of a fine-tuning command's ``args``
+    (``--seed``, ``--batch-size``, ``--lr``... of `raft.train.runinfo.add_common_arguments`)."""
+    return train_with_early_stopping(
+        model, train, evaluate_dev,
+        runtime=runtime, seed=args.seed, epochs=epochs, patience=patience, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, rational_lr=args.rational_lr,
+        rational_weight_decay=args.rational_weight_decay, adam_eps=args.adam_eps,
+        warmup_ratio=args.warmup_ratio, rational_schedule=args.rational_schedule,
+        max_grad_norm=args.max_grad_norm, metric_name=metric_name, desc=desc,
+    )

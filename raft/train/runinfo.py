@@ -1,8 +1,9 @@
 """Run plumbing shared by the fine-tuning commands.
 
 Seeding, device / precision selection, thread count, loading a pretrained directory with a
-clean CLI error, atomic JSON writing and the `UsageError` -> exit code 2 convention.
-Nothing here knows about tasks or data.
+clean CLI error, atomic JSON writing and the `UsageError` -> exit code 2 convention; the
+flags, run preamble (device, model + mode), data sampling and metrics.json record shared by
+`raft finetune-glue` and `raft finetune-squad`. Nothing here knows about a particular task.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import platform
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -245,8 +247,18 @@ def parse_n(value) -> int | str:
     return n
 
 
-def add_common_arguments(parser, *, lr: float, max_seq_length: int, epochs_help: str, patience_help: str) -> None:
-    """Flags shared by `raft finetune-glue` and `raft finetune-squad`."""
+def default_schedule(n, low_data: tuple[int, int], full: tuple[int, int]) -> tuple[int, int]:
+    """(epochs, patience) by default: ``full`` for ``--n full``, ``low_data`` for an integer N."""
+    return full if n == "full" else low_data
+
+
+def add_common_arguments(parser, *, lr: float, max_seq_length: int,
+                         low_data: tuple[int, int], full: tuple[int, int]) -> None:
+    """Flags shared by `raft finetune-glue` and `raft finetune-squad`.
+
+    ``lr`` / ``max_seq_length``: the command's defaults; ``low_data`` / ``full``: its default
+    (epochs, patience) for an integer N / for ``--n full`` (named in the help of both flags).
+    """
     import argparse
 
     from raft.modes import MODES
@@ -265,8 +277,10 @@ def add_common_arguments(parser, *, lr: float, max_seq_length: int, epochs_help:
                    help="also save the fine-tuned model (best epoch) and tokenizer here (default: not kept)")
 
     h = parser.add_argument_group("hyperparameters")
-    h.add_argument("--epochs", type=int, default=None, help=epochs_help)
-    h.add_argument("--patience", type=int, default=None, help=patience_help)
+    h.add_argument("--epochs", type=int, default=None,
+                   help=f"maximum epochs (default {low_data[0]} for integer N, {full[0]} for full data)")
+    h.add_argument("--patience", type=int, default=None,
+                   help=f"early-stopping patience in epochs (default {low_data[1]} low-data, {full[1]} full)")
     h.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
     h.add_argument("--rational-lr", type=float, default=1e-3, help="learning rate of the RAF coefficients (default 1e-3)")
     h.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1; bias/LayerNorm 0)")
@@ -306,6 +320,117 @@ def check_common_arguments(args) -> None:
         v = getattr(args, name)
         if v < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+
+
+def prepare_run(args, low_data: tuple[int, int], full: tuple[int, int]):
+    """The checked output path, device, precision and (epochs, patience) of a fine-tuning run.
+
+    Returns ``(output, device, precision, epochs, patience)``; ``--epochs`` / ``--patience``
+    override the `default_schedule`.
+    """
+    output = check_output_path(args.output)
+    device = select_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    configure_backends(device)
+    epochs, patience = default_schedule(args.n, low_data, full)
+    return output, device, precision, args.epochs or epochs, args.patience or patience
+
+
+def load_finetuning_model(args, head: str, device: torch.device, **config_overrides):
+    """Seed, load ``--pretrained`` with a ``head`` and its tokenizer, move it to ``device``, apply ``--mode``.
+
+    Returns ``(model, tokenizer, variant, mode_summary, max_seq_length)`` (the effective max
+    length: ``--max-seq-length`` capped by the model's positions). Errors are `UsageError`.
+    """
+    from raft.modes import apply_mode
+
+    seed_everything(args.seed)  # the new head's init follows the seed
+    model = load_model(args.pretrained, head, **config_overrides)
+    tokenizer = load_tokenizer(args.pretrained)
+    variant = getattr(model.config, "raft_variant", "bert")
+    model.to(device)  # before apply_mode: bias_head's gradient masks live on the parameters' device
+    try:
+        mode_summary = apply_mode(model, args.mode, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(f"--mode {args.mode} with a {variant!r} model ({args.pretrained}): {exc}") from exc
+    return model, tokenizer, variant, mode_summary, effective_max_length(args.max_seq_length, model)
+
+
+def sample_parts(data, args):
+    """``--n`` / ``--seed`` sample of a loaded task (`raft.data.glue.sample`) and the ``--max-test-examples`` cap.
+
+    Returns ``(train_ds, dev_ds, tests, partial, data_notes)``: the drawn train and dev parts,
+    the (possibly capped) test sets, and the data's partial flag and notes (plus the cap's note).
+    """
+    from raft.data.glue import sample
+
+    try:
+        train_ds, dev_ds = sample(data, None if args.n == "full" else args.n, args.seed)
+    except ValueError as exc:
+        raise UsageError(f"--n {args.n}: {exc}") from exc
+    data_notes = list(data.data_notes)
+    partial = bool(data.partial_data)
+    tests, cap_note = cap_test_sets(data.tests, args.max_test_examples)
+    if cap_note:
+        partial = True
+        data_notes.append(cap_note)
+    return train_ds, dev_ds, tests, partial, data_notes
+
+
+def base_record(args, *, task: str, variant: str, data, fit, test: dict, train_ds, dev_ds, tests: dict,
+                id_column: str, partial: bool, data_notes: list, mode_summary: dict, model,
+                device: torch.device, precision: str, epochs: int, patience: int, max_seq_length: int,
+                opt_info: dict, t_start: float, timings: dict, sizes_extra: dict | None = None,
+                hyperparameters_extra: dict | None = None, provenance_extra: dict | None = None) -> dict:
+    """The metrics.json record of a fine-tuning run (docs/architecture.md), fields in their order.
+
+    ``sizes_extra`` ends the ``sizes`` block, ``hyperparameters_extra`` comes before the split
+    settings in ``hyperparameters``, ``provenance_extra`` after the sampled ids' hashes.
+    """
+    from raft.modeling import export_rationals
+
+    return {
+        "task": task,
+        "variant": variant,
+        "n": args.n,
+        "seed": args.seed,
+        "mode": args.mode,
+        "pretrained": str(args.pretrained),
+        "test": test,
+        "selection_metric": data.selection_metric,
+        "best_dev_score": fit.best_score,
+        "best_epoch": fit.best_epoch,
+        "dev_curve": fit.curve,
+        "sizes": {
+            "pool": len(data.pool),
+            "dev_part": len(data.dev),
+            "train": len(train_ds),
+            "dev": len(dev_ds),
+            "test": {k: len(v) for k, v in tests.items()},
+            **(sizes_extra or {}),
+        },
+        "sources": dict(data.sources),
+        "partial_data": partial,
+        "data_notes": data_notes,
+        "trainable_parameters": int(mode_summary["trainable_parameters"]),
+        "hyperparameters": hyperparameters(
+            args, epochs=epochs, patience=patience, max_seq_length=max_seq_length, precision=precision,
+            opt_info=opt_info, **(hyperparameters_extra or {}),
+            split_seed=data.shuffle_seed, pool_fraction=data.pool_fraction,
+        ),
+        "wall_time_s": round(time.perf_counter() - t_start, 3),
+        "device": device_description(device, precision),
+        "rationals": export_rationals(model),
+        # provenance beyond the contract
+        "epochs_run": fit.epochs_run,
+        "stopped_early": fit.stopped_early,
+        "train_ids_sha1": ids_sha1(train_ds[id_column]),
+        "dev_ids_sha1": ids_sha1(dev_ds[id_column]),
+        **(provenance_extra or {}),
+        "mode_summary": mode_summary,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "versions": versions(),
+    }
 
 
 def versions() -> dict[str, str]:
