@@ -380,7 +380,7 @@ def _load_hub(task: str, why: str) -> tuple[dict, dict, list]:
 # The paper's protocol
 # ----------------------------------------------------------------------------------------
 @dataclass
-class GlueData:
+class GlueData(src.SplitMetadata):
     """One GLUE task split as in the paper.  ``tests`` maps eval-set name -> Dataset."""
 
     task: str
@@ -398,22 +398,8 @@ class GlueData:
     metric_names: tuple[str, ...] = field(default=())
     selection_metric: str = ""
 
-    @property
-    def sizes(self) -> dict[str, Any]:
-        return {"pool": len(self.pool), "dev_part": len(self.dev), "test": {k: len(v) for k, v in self.tests.items()}}
-
     def metrics(self, predictions, labels) -> dict[str, float]:
         return glue_metrics(self.task, predictions, labels)
-
-    def metadata(self) -> dict[str, Any]:
-        """The fields every result file carries about its data."""
-        return {
-            "sources": dict(self.sources),
-            "partial_data": self.partial_data,
-            "data_notes": list(self.data_notes),
-            "sizes": self.sizes,
-            "selection_metric": self.selection_metric,
-        }
 
 
 def split_pool_dev(dataset, seed: int = POOL_SEED, fraction: float = POOL_FRACTION):

@@ -169,3 +169,22 @@ def bert_tokenizer_from_vocab(path: str | os.PathLike, *, lowercase: bool = True
     else:  # transformers 4.x
         tok = BertTokenizerFast(vocab_file=str(path), do_lower_case=lowercase, model_max_length=model_max_length)
     return tok
+
+
+class SplitMetadata:
+    """`sizes` and `metadata()` for a protocol split with fields pool, dev, tests, sources,
+    partial_data, data_notes and selection_metric (GlueData, SquadData)."""
+
+    @property
+    def sizes(self) -> dict:
+        return {"pool": len(self.pool), "dev_part": len(self.dev), "test": {k: len(v) for k, v in self.tests.items()}}
+
+    def metadata(self) -> dict:
+        """The fields every result file carries about its data."""
+        return {
+            "sources": dict(self.sources),
+            "partial_data": self.partial_data,
+            "data_notes": list(self.data_notes),
+            "sizes": self.sizes,
+            "selection_metric": self.selection_metric,
+        }

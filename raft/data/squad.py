@@ -138,7 +138,7 @@ def split_by_article(dataset, test_fraction: float = OFFLINE_TEST_FRACTION, seed
 
 
 @dataclass
-class SquadData:
+class SquadData(src.SplitMetadata):
     """SQuAD split as in the paper; ``tests`` = {"test": Dataset}."""
 
     pool: Any
@@ -152,19 +152,6 @@ class SquadData:
     pool_fraction: float = POOL_FRACTION
     selection_metric: str = "f1"
     split_info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def sizes(self) -> dict[str, Any]:
-        return {"pool": len(self.pool), "dev_part": len(self.dev), "test": {k: len(v) for k, v in self.tests.items()}}
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "sources": dict(self.sources),
-            "partial_data": self.partial_data,
-            "data_notes": list(self.data_notes),
-            "sizes": self.sizes,
-            "selection_metric": self.selection_metric,
-        }
 
 
 def load_squad(data_dir: str | os.PathLike | None = None,
