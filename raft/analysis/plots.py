@@ -138,6 +138,14 @@ def pretrained_shapes(ours: Mapping, published: Mapping, init: Mapping, x=None,
     return fig
 
 
+def _pretrained_panel(ax, name: str, pretrained: Mapping, x) -> None:
+    """Title, zero line and (if known) the pretrained RAF of one fine-tuned-shapes panel."""
+    if name in pretrained:
+        ax.plot(x, shapes.evaluate(pretrained[name], x), color="black", lw=1.6, ls="--", label="pretrained")
+    ax.set_title(shapes.layer_label(name))
+    ax.axhline(0, color="0.7", lw=0.5)
+
+
 def finetuned_task_grid(task: str, runs: pd.DataFrame, pretrained: Mapping, x=None):
     """One panel per RAF: the pretrained RAF and, per N, the mean fine-tuned curve over seeds
     (thin lines: individual seeds)."""
@@ -150,17 +158,13 @@ def finetuned_task_grid(task: str, runs: pd.DataFrame, pretrained: Mapping, x=No
     palette = dict(zip(ns, sns.color_palette("Set1", max(len(ns), 3))))
     fig, axes = _grid(len(names))
     for ax, name in zip(axes, names):
-        if name in pretrained:
-            ax.plot(x, shapes.evaluate(pretrained[name], x), color="black", lw=1.6, ls="--",
-                    label="pretrained")
+        _pretrained_panel(ax, name, pretrained, x)
         for n in ns:
             curves = [shapes.evaluate(r[name], x) for r in runs[runs["n"] == n]["rationals"] if name in r]
             for c in curves:
                 ax.plot(x, c, color=palette[n], lw=0.4, alpha=0.35)
             if curves:
                 ax.plot(x, np.mean(curves, axis=0), color=palette[n], lw=1.4, label=f"N = {n}")
-        ax.set_title(shapes.layer_label(name))
-        ax.axhline(0, color="0.7", lw=0.5)
     fig.suptitle(f"{agg.TASK_LABELS.get(task, task)}: RAFs after fine-tuning (mean over seeds)")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _legend_below(fig, *_unique_legend(axes))
@@ -177,16 +181,12 @@ def tasks_overlay(runs: pd.DataFrame, pretrained: Mapping, n: str, x=None):
     palette = dict(zip(tasks, sns.color_palette("tab10", len(tasks))))
     fig, axes = _grid(len(names))
     for ax, name in zip(axes, names):
-        if name in pretrained:
-            ax.plot(x, shapes.evaluate(pretrained[name], x), color="black", lw=1.6, ls="--",
-                    label="pretrained")
+        _pretrained_panel(ax, name, pretrained, x)
         for task in tasks:
             curves = [shapes.evaluate(r[name], x) for r in runs[runs["task"] == task]["rationals"] if name in r]
             if curves:
                 ax.plot(x, np.mean(curves, axis=0), color=palette[task], lw=1.2,
                         label=agg.TASK_LABELS.get(task, task))
-        ax.set_title(shapes.layer_label(name))
-        ax.axhline(0, color="0.7", lw=0.5)
     fig.suptitle(f"All tasks, N = {n}: fine-tuned RAFs (mean over seeds)")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _legend_below(fig, *_unique_legend(axes), ncol=min(len(tasks) + 1, 6))

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from raft.data import sources as src
-from raft.data.metrics import GLUE_METRIC_NAMES, GLUE_TASKS, SELECTION_METRIC, glue_metrics
+from raft.data.metrics import GLUE_METRIC_NAMES, GLUE_TASKS, SELECTION_METRIC, check_task, glue_metrics
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,7 @@ _LAYOUT = {
 
 
 def task_info(task: str) -> TaskInfo:
-    t = str(task).lower()
-    if t not in TASK_INFO:
-        raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASKS)}")
-    return TASK_INFO[t]
+    return TASK_INFO[check_task(task)]
 
 
 def _features(task: str):

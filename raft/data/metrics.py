@@ -54,7 +54,7 @@ SELECTION_METRIC: dict[str, str] = {
 }
 
 
-def _check_task(task: str) -> str:
+def check_task(task: str) -> str:
     t = str(task).lower()
     if t not in GLUE_TASKS:
         raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASKS)}")
@@ -94,7 +94,7 @@ def glue_metrics(task: str, predictions, labels) -> dict[str, float]:
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-    task = _check_task(task)
+    task = check_task(task)
     p = _as_predictions(task, predictions)
     y = np.asarray(labels)
     if len(p) != len(y):
