@@ -17,7 +17,6 @@ config subclass and the three thin model subclasses below.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -34,48 +33,10 @@ from transformers import (
     BertForSequenceClassification,
 )
 
+from raft.checks import POOLER, parse_layer_spec
 from raft.rational import Rational, init_coefficients
 
 VARIANTS = ("bert", "raft")
-POOLER = "pooler"
-
-
-def parse_layer_spec(spec, num_layers: int) -> tuple[list[int], bool]:
-    """Parse a RAF placement spec into (sorted layer indices, pooler flag).
-
-    Accepts "all", "none", "pooler", single indices and inclusive ranges joined by
-    commas ("0-11", "0,2,5", "0-3,8-11,pooler", "all,pooler"), or a list of such items.
-    """
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    layers: set[int] = set()
-    pooler = False
-    for raw in items:
-        item = str(raw).strip().lower()
-        if item in ("", "none"):
-            continue
-        if item == "all":
-            layers.update(range(num_layers))
-        elif item == POOLER:
-            pooler = True
-        elif re.fullmatch(r"\d+", item):
-            layers.add(int(item))
-        elif m := re.fullmatch(r"(\d+)-(\d+)", item):
-            lo, hi = int(m[1]), int(m[2])
-            if lo > hi:
-                raise ValueError(f"rational layer spec {spec!r}: range {item!r} is empty (start > end)")
-            layers.update(range(lo, hi + 1))
-        else:
-            raise ValueError(
-                f"rational layer spec {spec!r}: cannot parse {item!r} "
-                "(use 'all', 'none', 'pooler', 'i' or 'i-j' joined by commas)"
-            )
-    bad = sorted(i for i in layers if i >= num_layers)
-    if bad:
-        raise ValueError(
-            f"rational layer spec {spec!r} names layer(s) {bad}, but the model has "
-            f"{num_layers} layers (valid: 0-{num_layers - 1})"
-        )
-    return sorted(layers), pooler
 
 
 class RaftConfig(BertConfig):

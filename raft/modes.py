@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raft.checks import check_mode
 from raft.modeling import count_parameters, rational_modules
 
 MODES = ("full", "frozen_rafs", "raf_head", "bias_head")
@@ -34,10 +35,7 @@ def apply_mode(model: nn.Module, mode: str, seed: int = 0, num_bias: int | None 
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; expected one of {MODES}")
     rafs = [p for m in rational_modules(model).values() for p in m.parameters()]
-    if mode in ("frozen_rafs", "raf_head") and not rafs:
-        raise ValueError(f"mode {mode!r} needs a RAFT model, but this model has no rational activations")
-    if mode == "bias_head" and rafs:
-        raise ValueError("mode 'bias_head' is the GELU baseline; use it with a 'bert' model, not a RAFT")
+    check_mode(mode, bool(rafs))
 
     for p in model.parameters():
         p.requires_grad_(mode in ("full", "frozen_rafs"))

@@ -220,13 +220,15 @@ def test_layout_fallbacks_and_bad_files(tmp_path):
     for k in ("task", "variant", "n", "seed"):
         del m[k]
     p.write_text(json.dumps(m))
-    bad = results / "glue/rte/bert/nfull/seed7/metrics.json"
-    bad.parent.mkdir(parents=True)
-    bad.write_text("{ not json")
     runs = agg.load_runs(results, "glue")
     assert len(runs) == 1
     r = runs.iloc[0]
     assert (r["task"], r["variant"], r["n"], r["seed"]) == ("rte", "raft", "full", 7)
+    bad = results / "glue/rte/bert/nfull/seed7/metrics.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{ not json")
+    with pytest.raises(agg.ResultFileError, match="seed7/metrics.json"):  # never skipped silently
+        agg.load_runs(results, "glue")
 
 
 def test_pretrain_init(tmp_path):

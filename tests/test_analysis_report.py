@@ -6,7 +6,13 @@ import json
 
 import nbformat
 import pytest
-from test_analysis_synthetic import glue_test_metrics, make_results, write_run
+from test_analysis_synthetic import (
+    glue_test_metrics,
+    make_results,
+    squad_hyperparameters,
+    write_pretrain,
+    write_run,
+)
 
 from raft import cli
 from raft.analysis import aggregate as agg
@@ -89,6 +95,120 @@ def test_pretrain_and_shapes_findings(results):
     assert set(fc["n"]) == {"100", "full"} and len(fc) == 3 * 2 * 4
     piv = report.finetuned_closest_pivot(fc, "100")
     assert list(piv.columns) == ["CoLA", "MRPC", "MNLI"] and list(piv.index)[-1] == "pooler"
+
+
+# ------------------------------------------------------------------ SQuAD windows
+def _squad_tree(root, windows: dict, *, seq_len: int | None = 128, ns=(100,), seeds=(1, 2, 3)):
+    """SQuAD runs with ``windows`` {variant: (max_seq_length, doc_stride)} or {variant: {seed: (...)}},
+    and pretraining runs with sequences of ``seq_len`` tokens (none for ``seq_len=None``)."""
+    for variant, w in windows.items():
+        if seq_len is not None:
+            write_pretrain(root, variant, perplexity=12.0, seq_len=seq_len, max_position_embeddings=512)
+        for n in ns:
+            for seed in seeds:
+                ws = w[seed] if isinstance(w, dict) else w
+                write_run(root, "squad", "squad", variant, n, seed,
+                          {"test": {"exact_match": 40.0 + seed, "f1": 50.0 + seed, "score": 50.0 + seed}},
+                          hyperparameters=squad_hyperparameters(*ws))
+    return root
+
+
+def test_load_runs_keeps_hyperparameters(tmp_path):
+    root = _squad_tree(tmp_path / "results", {"bert": (384, 128)}, ns=(100,), seeds=(1,))
+    runs = agg.load_runs(root, "squad")
+    assert runs.iloc[0]["hyperparameters"]["max_seq_length"] == 384
+    assert runs.iloc[0]["hyperparameters"]["doc_stride"] == 128
+    assert list(agg.long_table(runs).columns) == agg.LONG_COLUMNS
+
+
+def test_squad_same_windows_no_warning(tmp_path):
+    root = _squad_tree(tmp_path / "results", {"bert": (384, 128), "raft": (384, 128)}, ns=(100, "full"))
+    table = report.squad_windows(root)
+    assert list(table.columns) == report.SQUAD_WINDOW_COLUMNS
+    assert list(zip(table["n"], table["variant"])) == [("100", "bert"), ("100", "raft"),
+                                                        ("full", "bert"), ("full", "raft")]
+    assert set(table["max_seq_length"]) == {(384,)} and set(table["doc_stride"]) == {(128,)}
+    assert table["seeds_agree"].all() and set(table["pretrain_seq_len"]) == {128}
+    assert set(table["max_position_embeddings"]) == {512}
+    text = report.squad_window_findings(table)
+    assert "Both variants used the same windows: 384 tokens (doc_stride 128) at N = 100 and full" in text
+    assert "Warning" not in text and "different windows" not in text
+    shown = report.squad_windows_display(table)
+    assert list(shown["window (max_seq_length)"]) == ["384"] * 4
+    assert list(shown["positions never trained in pretraining"]) == ["128..383"] * 4
+
+
+def test_squad_different_windows_warn(tmp_path):
+    root = _squad_tree(tmp_path / "results", {"bert": (384, 128), "raft": (128, 32)}, seq_len=512,
+                       ns=(100, "full"))
+    text = report.squad_window_findings(report.squad_windows(root))
+    assert "Warning: the variants were fine-tuned with different windows" in text
+    assert "N = full: BERT (FAFT) 384 tokens (doc_stride 128), RAFT 128 tokens (doc_stride 32)" in text
+    assert "N = 100: BERT (FAFT) 384 tokens" in text
+    assert "Δ mixes the method (the activation function) with the window choice" in text
+    assert "+2.05 F1" in text and "Both variants used the same windows" not in text
+
+
+def test_squad_windows_differ_at_one_n_only(tmp_path):
+    root = tmp_path / "results"
+    _squad_tree(root, {"bert": (128, 32), "raft": (128, 32)}, ns=(100,))
+    _squad_tree(root, {"bert": (384, 128), "raft": (128, 32)}, ns=("full",))
+    text = report.squad_window_findings(report.squad_windows(root))
+    assert "different windows" in text and "N = full: BERT (FAFT) 384 tokens" in text and "At this N" in text
+    assert "same windows at the other N: 128 tokens (doc_stride 32) at N = 100" in text
+    # BERT's full-data window is the only one past the pretraining length, so the caveat is uneven
+    assert "BERT (FAFT) at N = full (windows of 384 tokens): positions 128..383 were never trained" in text
+    assert "At N = full this affects the variants differently" in text
+
+
+def test_squad_untrained_positions_caveat(tmp_path):
+    root = _squad_tree(tmp_path / "results", {"bert": (384, 128), "raft": (384, 128)}, seq_len=128)
+    text = report.squad_window_findings(report.squad_windows(root))
+    assert ("BERT (FAFT) and RAFT at N = 100 (windows of 384 tokens): positions 128..383 were never trained "
+            "during pretraining (pretraining sequences had 128 tokens)") in text
+    assert "affects the variants differently" not in text
+
+
+def test_squad_window_within_pretraining_length_no_caveat(tmp_path):
+    for w in (128, 100):
+        root = _squad_tree(tmp_path / f"results{w}", {"bert": (w, 32), "raft": (w, 32)}, seq_len=128)
+        table = report.squad_windows(root)
+        text = report.squad_window_findings(table)
+        assert "never trained" not in text and "Untrained" not in text
+        assert "Every window fits within its variant's pretraining sequence length" in text
+        assert set(report.squad_windows_display(table)["positions never trained in pretraining"]) == {"none"}
+
+
+def test_squad_windows_seeds_disagree_and_missing_records(tmp_path):
+    root = _squad_tree(tmp_path / "results", {"bert": (384, 128),
+                                              "raft": {1: (384, 128), 2: (384, 128), 3: (128, 32)}},
+                       seq_len=None)
+    table = report.squad_windows(root)
+    raft = table[table["variant"] == "raft"].iloc[0]
+    assert not raft["seeds_agree"] and raft["max_seq_length"] == (128, 384)
+    assert raft["settings"] == "seed 3: 128 tokens, doc_stride 32; seeds 1, 2: 384 tokens, doc_stride 128"
+    text = report.squad_window_findings(table)
+    assert "different windows" in text and "RAFT 128 and 384 tokens" in text
+    assert f"The seeds of RAFT at N = 100 disagree ({raft['settings']})." in text
+    # no pretraining records: the caveat cannot be checked, and nothing claims the windows fit
+    assert "pretraining sequence length of BERT (FAFT) and RAFT is not recorded" in text
+    assert "never trained" not in text and "Every window fits" not in text
+    shown = report.squad_windows_display(table)
+    assert shown.iloc[1]["window (max_seq_length)"] == "128 and 384 (seeds disagree)"
+    assert shown.iloc[1]["settings per seed"] == raft["settings"] and shown.iloc[0]["settings per seed"] == ""
+    assert shown.iloc[0]["pretraining seq len"] == "–"
+
+
+def test_squad_windows_empty_and_unrecorded(tmp_path):
+    empty = report.squad_windows(tmp_path / "none")
+    assert empty.empty and list(empty.columns) == report.SQUAD_WINDOW_COLUMNS
+    assert report.squad_window_findings(empty).startswith("**Fine-tuning windows.** No SQuAD runs")
+    assert report.squad_windows_display(empty).empty
+    root = tmp_path / "results"
+    write_run(root, "squad", "squad", "bert", 100, 1, {"test": {"f1": 50.0}})  # no window recorded
+    write_run(root, "squad", "squad", "raft", 100, 1, {"test": {"f1": 51.0}})
+    text = report.squad_window_findings(report.squad_windows(root))
+    assert "window is missing" in text and "Every window fits" not in text and "Warning" not in text
 
 
 # ------------------------------------------------------------------ normaliser

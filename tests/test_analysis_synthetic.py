@@ -57,7 +57,8 @@ def _dump(path: Path, obj) -> None:
 
 
 def write_pretrain(root: Path, variant: str, *, perplexity: float, layers: int = 3, steps: int = 100,
-                   snapshots: int = 4, seed: int = 0) -> None:
+                   snapshots: int = 4, seed: int = 0, seq_len: int = 128,
+                   max_position_embeddings: int = 512) -> None:
     d = root / "pretrain" / variant
     rng = np.random.default_rng(seed + (1 if variant == "raft" else 0))
     final = rafs(layers, rng, 0.05) if variant == "raft" else {}
@@ -65,9 +66,10 @@ def write_pretrain(root: Path, variant: str, *, perplexity: float, layers: int =
         "variant": variant, "seed": seed, "steps": steps, "tokens_seen": steps * 4096,
         "eval_loss": float(np.log(perplexity)), "perplexity": perplexity, "wall_time_s": 123.5,
         "tokens_per_s": 3316.6, "device": "cpu",
-        "model": {"num_hidden_layers": layers, "hidden_size": 32},
+        "model": {"num_hidden_layers": layers, "hidden_size": 32, "seq_len": seq_len,
+                  "max_position_embeddings": max_position_embeddings},
         "rational": {"degrees": [5, 4], "init": "gelu"} if variant == "raft" else {},
-        "data": {"source": "local", "train_sequences": 1000, "validation_sequences": 10},
+        "data": {"source": "local", "train_sequences": 1000, "validation_sequences": 10, "seq_len": seq_len},
         "hyperparameters": {"lr": 7e-4},
     })
     lines = ["step,tokens,loss,lr,val_loss,val_perplexity"]
@@ -90,7 +92,8 @@ def write_pretrain(root: Path, variant: str, *, perplexity: float, layers: int =
 def write_run(root: Path, study: str, task: str, variant: str, n, seed: int, test: dict, *,
               mode: str = "full", partial: bool = False, train_source: str = "local",
               test_source: str = "local", notes: list[str] | None = None,
-              trainable_parameters: int = 1000, rationals: dict | None = None) -> Path:
+              trainable_parameters: int = 1000, rationals: dict | None = None,
+              hyperparameters: dict | None = None) -> Path:
     if study == "squad":
         d = root / "squad" / variant / f"n{n}" / f"seed{seed}"
     else:
@@ -104,11 +107,16 @@ def write_run(root: Path, study: str, task: str, variant: str, n, seed: int, tes
                   "dev": 30, "test": {k: 50 for k in test}},
         "sources": {"train": train_source, "test": test_source},
         "partial_data": partial, "data_notes": list(notes or []),
-        "trainable_parameters": trainable_parameters, "hyperparameters": {"lr": 5e-5},
+        "trainable_parameters": trainable_parameters, "hyperparameters": {"lr": 5e-5, **(hyperparameters or {})},
         "wall_time_s": 10.0, "device": "cpu", "rationals": rationals or {},
     }
     _dump(d / "metrics.json", m)
     return d / "metrics.json"
+
+
+def squad_hyperparameters(max_seq_length: int, doc_stride: int) -> dict:
+    """The window settings of a SQuAD run's ``hyperparameters`` (raft/train/finetune_squad.py)."""
+    return {"max_seq_length": max_seq_length, "doc_stride": doc_stride, "max_query_length": 64}
 
 
 def glue_test_metrics(task: str, base: float) -> dict:
@@ -122,9 +130,12 @@ def glue_test_metrics(task: str, base: float) -> dict:
 
 def make_results(root: Path, *, tasks=("cola", "mrpc", "mnli"), ns=(100, "full"), seeds=(1, 2, 3),
                  layers: int = 3, raft_gain: float = 0.02, efficient: bool = True,
-                 squad: bool = True, pretrain: bool = True) -> Path:
+                 squad: bool = True, pretrain: bool = True, squad_windows: dict | None = None) -> Path:
     """A small complete results/ tree. RAFT = BERT + ``raft_gain`` (+ seed noise) on GLUE;
-    MNLI is marked partial (local subset, held-out test)."""
+    MNLI is marked partial (local subset, held-out test). Pretraining: sequences of 128 tokens,
+    512 positions. SQuAD windows: ``squad_windows`` {variant: (max_seq_length, doc_stride)},
+    default 384 / 128 for both (the paper config)."""
+    squad_windows = {"bert": (384, 128), "raft": (384, 128), **(squad_windows or {})}
     root = Path(root)
     rng = np.random.default_rng(0)
     if pretrain:
@@ -166,7 +177,8 @@ def make_results(root: Path, *, tasks=("cola", "mrpc", "mnli"), ns=(100, "full")
                     write_run(root, "squad", "squad", variant, n, seed,
                               {"test": {"exact_match": em, "f1": f1, "score": f1}},
                               mode="frozen_rafs" if variant == "raft" else "full",
-                              rationals=pre if variant == "raft" else None)
+                              rationals=pre if variant == "raft" else None,
+                              hyperparameters=squad_hyperparameters(*squad_windows[variant]))
     return root
 
 

@@ -140,12 +140,66 @@ def test_sampling(data_dir):
     t, v = sample(d, None, seed=0)
     assert (len(t), len(v)) == (1867, 623)
     assert len(sample(d, "full", seed=0)[0]) == 1867
-    with pytest.raises(ValueError, match=r"N=624 is larger than the dev part \(623"):
-        sample(d, 624, seed=0)
-    with pytest.raises(ValueError, match="larger than the train pool"):
+    t, v = sample(d, 624, seed=0)  # N above the dev part: the whole dev part (authors' rule)
+    assert len(t) == 624 and v["idx"] == d.dev["idx"]
+    with pytest.raises(ValueError, match=r"n=5000 is larger than the rte train pool \(1,867 examples\); use N <= 1,867"):
         sample(d, 5000, seed=0)
     with pytest.raises(ValueError, match=">= 1"):
         sample(d, 0, seed=0)
+
+
+def test_whole_dev_part_when_n_reaches_it(data_dir):
+    d = load_glue("rte", data_dir)
+    t, v = sample(d, 1000, seed=2022)
+    assert len(t) == 1000 and len(set(t["idx"])) == 1000 and set(t["idx"]) <= set(d.pool["idx"])
+    assert t["idx"] == d.pool.select(random.Random(2022).sample(range(1867), 1000))["idx"]
+    assert v["idx"] == d.dev["idx"] and len(v) == 623  # the whole dev part, in its order
+    t623, v623 = sample(d, 623, seed=2022)  # N == dev part: whole, in order
+    assert v623["idx"] == d.dev["idx"] and len(t623) == 623
+    t622, v622 = sample(d, 622, seed=2022)  # N < dev part: sampled as before
+    assert v622["idx"] == d.dev.select(random.Random(2022).sample(range(623), 622))["idx"] != d.dev["idx"][:622]
+    assert sample(d, 1867, seed=1)[1]["idx"] == d.dev["idx"]  # N == pool is allowed
+    with pytest.raises(ValueError, match=r"n=1868 is larger than the rte train pool \(1,867 examples\)"):
+        sample(d, 1868, seed=1)
+    assert [glue.whole_dev_part(623, n) for n in (622, 623, 1000, "full", None)] == [False, True, True, False, False]
+
+
+def test_check_n():
+    glue.check_n(10, 10, "rte")
+    with pytest.raises(ValueError) as e:
+        glue.check_n(5000, 1867, "rte")
+    assert str(e.value) == "n=5000 is larger than the rte train pool (1,867 examples); use N <= 1,867 or 'full'"
+
+
+def test_split_sizes_match_load_glue(data_dir):
+    for task in glue.GLUE_TASKS:
+        d = load_glue(task, data_dir)
+        sizes = glue.split_sizes(task, data_dir)
+        assert sizes == {"pool": len(d.pool), "dev_part": len(d.dev), "source": d.sources["train"]}, task
+    assert glue.split_sizes("rte", data_dir) == {"pool": 1867, "dev_part": 623, "source": "local"}
+    assert glue.split_sizes("mnli", data_dir)["source"] == "local-subset"
+
+
+def test_split_sizes_without_datasets_or_hub(data_dir, monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from raft.data import sources
+
+    def no_hub(*a, **k):
+        raise AssertionError("split_sizes must not call the Hub")
+
+    monkeypatch.setattr(sources, "load_hub_dataset", no_hub)
+    monkeypatch.delenv("RAFT_DATA_DIR", raising=False)
+    for task in glue.GLUE_TASKS:
+        n = glue.TASK_INFO[task].full_train_size
+        assert glue.split_sizes(task) == {"pool": int(0.75 * n), "dev_part": n - int(0.75 * n), "source": "hub"}
+    assert glue.split_sizes("rte") == {"pool": 1867, "dev_part": 623, "source": "hub"}
+    (tmp_path / "glue").mkdir()  # a root without the task folder: the Hub's sizes too
+    assert glue.split_sizes("cola", tmp_path) == {"pool": 6413, "dev_part": 2138, "source": "hub"}
+    code = ("import sys; from raft.data import glue; "
+            f"glue.split_sizes('rte', {str(data_dir)!r}); assert 'datasets' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_task_lists_known_ones(data_dir):

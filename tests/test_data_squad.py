@@ -59,8 +59,38 @@ def test_split_determinism_and_sampling(data_dir, sq):
     assert set(t1["id"]) <= set(sq.pool["id"]) and set(d1["id"]) <= set(sq.dev["id"])
     full_t, full_d = sample(sq, None, seed=1)
     assert (len(full_t), len(full_d)) == (3670, 1224)
-    with pytest.raises(ValueError, match="N=2000 is larger than the dev part"):
-        sample(sq, 2000, seed=0)
+    t, d = sample(sq, 2000, seed=0)  # N above the dev part (1,224): the whole dev part, in order
+    assert len(t) == 2000 and d["id"] == sq.dev["id"]
+    assert sample(sq, 1223, seed=0)[1]["id"] != sq.dev["id"][:1223]  # below it: sampled
+    with pytest.raises(ValueError, match=r"n=3671 is larger than the squad train pool \(3,670 examples\)"):
+        sample(sq, 3671, seed=0)
+
+
+def test_split_sizes_match_load_squad(data_dir, sq, monkeypatch):
+    assert squad.split_sizes(data_dir) == {"pool": 3670, "dev_part": 1224, "source": "local-subset"}
+    assert squad.split_sizes(data_dir) == {"pool": len(sq.pool), "dev_part": len(sq.dev), "source": sq.sources["train"]}
+    # the article choice is shared with split_by_article
+    titles = read_squad_json(data_dir / "squad" / "v1.1" / "dev-v1.1.json")["title"]
+    assert squad.offline_test_titles(titles) == set(sq.tests["test"]["title"])
+    d = load_squad(data_dir, offline_test_fraction=0.25)
+    assert squad.split_sizes(data_dir, offline_test_fraction=0.25) == {
+        "pool": len(d.pool), "dev_part": len(d.dev), "source": "local-subset"}
+
+    from raft.data import sources
+
+    def no_hub(*a, **k):
+        raise AssertionError("split_sizes must not call the Hub")
+
+    monkeypatch.setattr(sources, "load_hub_dataset", no_hub)
+    monkeypatch.delenv("RAFT_DATA_DIR", raising=False)
+    assert squad.split_sizes() == {"pool": 65699, "dev_part": 21900, "source": "hub"}  # 87,599 official
+
+
+def test_split_sizes_with_local_train_file(tmp_path):
+    _squad_json(tmp_path / "squad/v1.1/dev-v1.1.json", [_article("A", 1), _article("B", 2)])
+    _squad_json(tmp_path / "squad/v1.1/train-v1.1.json", [_article(t, 3) for t in "CDEFG"])
+    d = load_squad(tmp_path)
+    assert squad.split_sizes(tmp_path) == {"pool": len(d.pool), "dev_part": len(d.dev), "source": "local"}
 
 
 def test_other_test_fraction(data_dir):

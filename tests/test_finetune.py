@@ -21,7 +21,7 @@ from raft.train.finetune_glue import encode, model_overrides
 
 CONTRACT_KEYS = {
     "task", "variant", "n", "seed", "mode", "pretrained", "test", "selection_metric", "best_dev_score",
-    "best_epoch", "dev_curve", "sizes", "sources", "partial_data", "data_notes", "trainable_parameters",
+    "best_epoch", "dev_curve", "sizes", "dev_sampling", "sources", "partial_data", "data_notes", "trainable_parameters",
     "hyperparameters", "wall_time_s", "device", "rationals",
 }
 FAST = ["--epochs", "3", "--patience", "2", "--max-test-examples", "48", "--eval-batch-size", "64",
@@ -93,6 +93,7 @@ def _check_contract(m, task, variant, n, mode="full"):
     assert 1 <= len(scores) <= m["hyperparameters"]["epochs"]
     s = m["sizes"]
     assert s["train"] == s["dev"] == n
+    assert m["dev_sampling"] == "sampled" and list(m).index("dev_sampling") == list(m).index("sizes") + 1
     assert s["pool"] > s["dev_part"] > 0 and s["pool"] + s["dev_part"] > 0
     assert all(0 < v <= 48 for v in s["test"].values())
     assert m["sources"] == {"train": "local", "test": "local"}
@@ -250,16 +251,31 @@ def test_errors(tiny_pretrained, data_dir, tmp_path, capsys):
     assert "bias_head" in err and "'bert' model" in err
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["bert"]), "--task", "rtee", *base])
     assert "rtee" in err and all(t in err for t in glue.GLUE_TASKS)
-    # N larger than the pool / dev part
+    # N larger than the pool (N above the dev part alone is fine: the whole dev part is used)
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["bert"]), "--task", "rte", "--n", "5000",
                                    "--seed", "1", "--data-dir", str(data_dir)])
-    assert "N=5000" in err and "larger than" in err
+    assert "--n 5000 is larger than the rte train pool (1,867 examples)" in err
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["bert"]), "--task", "rte", "--n", "zero",
                                    "--seed", "1"])
     assert "'zero'" in err
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["bert"]), "--task", "rte", *base,
                                    "--precision", "fp16", "--device", "cpu"])
     assert "fp16" in err
+
+
+def test_n_above_the_dev_part_uses_the_whole_dev_part(tiny_pretrained, data_dir, tmp_path):
+    fast = ["--epochs", "1", "--max-test-examples", "16", "--max-seq-length", "64"]
+    m, _ = run_glue(tmp_path, tiny_pretrained["bert"], data_dir, n=1000, seed=2, extra=fast, name="whole")
+    s = m["sizes"]
+    assert (s["pool"], s["dev_part"], s["train"], s["dev"]) == (1867, 623, 1000, 623)
+    assert m["dev_sampling"] == "whole"
+    note = ("N=1000 exceeds the dev part (623 examples): the whole dev part is used for early stopping and "
+            "model selection (the authors' rule in run_glue.py)")
+    assert note in m["data_notes"]
+    assert m["dev_ids_sha1"] == runinfo.ids_sha1(glue.load_glue("rte", data_dir).dev["idx"])
+    m, _ = run_glue(tmp_path, tiny_pretrained["bert"], data_dir, n=100, seed=2, extra=fast, name="sampled")
+    assert m["dev_sampling"] == "sampled" and m["sizes"]["dev"] == 100
+    assert not any("dev part (" in note for note in m["data_notes"])
 
 
 def test_defaults_follow_n():

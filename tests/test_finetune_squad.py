@@ -96,6 +96,7 @@ def test_squad_end_to_end(tiny_pretrained, squad_root, tmp_path, variant, mode):
     assert all(0 <= s <= 100 for s in scores) and all(math.isfinite(p["loss"]) for p in m["dev_curve"])
     s = m["sizes"]
     assert (s["pool"], s["dev_part"], s["train"], s["dev"], s["test"]) == (24, 8, 8, 8, {"test": 32})
+    assert m["dev_sampling"] == "whole"  # N=8 == the dev part: kept whole, in order
     assert s["features"]["train"] > 8  # contexts are longer than one 96-token window
     assert m["sources"] == {"train": "local-subset", "test": "held-out"} and m["partial_data"] is True
     assert m["data_notes"] and "article" in m["data_notes"][0]
@@ -130,6 +131,16 @@ def test_squad_same_seed_same_metrics(tiny_pretrained, squad_root, tmp_path):
     assert a["rationals"] != c["rationals"]  # mode full trains the RAFs
 
 
+def test_squad_n_above_the_dev_part(tiny_pretrained, squad_root, tmp_path):
+    m = run_squad(tmp_path, tiny_pretrained["bert"], squad_root, n=9, extra=["--epochs", "1"])
+    s = m["sizes"]
+    assert (s["pool"], s["dev_part"], s["train"], s["dev"]) == (24, 8, 9, 8)
+    assert m["dev_sampling"] == "whole" and m["partial_data"] is True  # partial: the offline split
+    assert any(note.startswith("N=9 exceeds the dev part (8 examples)") for note in m["data_notes"])
+    assert run_squad(tmp_path, tiny_pretrained["bert"], squad_root, n="full", name="full",
+                     extra=["--epochs", "1"])["dev_sampling"] == "full"
+
+
 def _fail(tmp_path, capsys, argv):
     out = tmp_path / "err" / "metrics.json"
     try:
@@ -146,8 +157,8 @@ def test_squad_errors(tiny_pretrained, squad_root, tmp_path, capsys):
     assert "does not exist" in err
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["bert"]), "--n", "8", "--mode", "frozen_rafs", *base])
     assert "frozen_rafs" in err and "needs a RAFT model" in err
-    err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["raft"]), "--n", "9", *base])
-    assert "N=9" in err  # the dev part has 8 questions
+    err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["raft"]), "--n", "25", *base])
+    assert "--n 25 is larger than the squad train pool (24 examples)" in err  # N above the dev part (8) alone is fine
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["raft"]), "--n", "8", *base,
                                    "--max-seq-length", "128", "--doc-stride", "128"])
     assert "--doc-stride 128" in err

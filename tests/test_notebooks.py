@@ -108,6 +108,10 @@ def test_html_has_tables_findings_and_figures(rendered):
         html = first[name][1].read_text()
         assert "BERT (FAFT)</th>" in html and "RAFT</th>" in html
         assert "N = 100" in html and "N = full" in html
+    squad = first["squad"][1].read_text()
+    assert "Both variants used the same windows: 384 tokens (doc_stride 128) at N = 100 and full" in squad
+    assert "positions 128..383 were never trained during pretraining (pretraining sequences had 128 tokens)" in squad
+    assert "window (max_seq_length)</th>" in squad
     glue = first["glue"][1].read_text()
     assert "MNLI-m†‡" in glue and "MNLI-mm†‡" in glue and "GLUE average" in glue
     assert "held-out substitute" in glue and "few paired seeds" in glue

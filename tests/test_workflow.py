@@ -144,7 +144,9 @@ def test_dry_run_quick_default(tmp_path):
     tasks, seeds = cfg["glue"]["tasks"], cfg["glue"]["low_data"]["seeds"]
     assert counts["prepare_corpus"] == 1
     assert counts["pretrain"] == 2
-    assert counts["finetune_glue"] == len(tasks) * 2 * len(seeds) * len(cfg["glue"]["low_data"]["sizes"])
+    eff = cfg["glue"]["efficient"]
+    efficient = len(eff["tasks"]) * 2 * len(eff["sizes"]) * len(eff["seeds"])
+    assert counts["finetune_glue"] == len(tasks) * 2 * len(seeds) * len(cfg["glue"]["low_data"]["sizes"]) + efficient
     assert counts["aggregate"] == 1
     assert counts["run_notebook"] == counts["render_notebook"] >= 4
     assert "finetune_squad" in counts
@@ -162,7 +164,8 @@ def test_dry_run_smoke_overlay(tmp_path):
     assert job_counts(alone.stdout) == job_counts(spelled.stdout)
     cfg = merged_config(CONFIG / "smoke.yaml")
     counts = job_counts(alone.stdout)
-    assert counts["finetune_glue"] == len(cfg["glue"]["tasks"]) * 2 * len(cfg["glue"]["low_data"]["seeds"])
+    efficient = len(cfg["glue"]["efficient"]["tasks"]) * 2 * len(cfg["glue"]["efficient"]["seeds"])
+    assert counts["finetune_glue"] == len(cfg["glue"]["tasks"]) * 2 * len(cfg["glue"]["low_data"]["seeds"]) + efficient
     # the same DAG as the quick study: every rule is there
     quick = job_counts(dry_run(tmp_path).stdout)
     assert set(counts) == set(quick)
@@ -178,10 +181,10 @@ def test_dry_run_paper_is_fast_and_complete(tmp_path):
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, output_of(proc)
     counts = job_counts(proc.stdout)
-    # 8 tasks x 2 variants x (3 sizes x 10 seeds + 6 full-data seeds)
-    assert counts["finetune_glue"] == 8 * 2 * (3 * 10 + 6)
-    assert counts["finetune_glue_efficient"] == 8 * 2 * 10
-    assert counts["finetune_squad"] == 2 * (3 * 5 + 3)
+    # glue: 8 tasks x 2 variants x (3 sizes x 10 seeds + 6 full-data seeds); glue_efficient:
+    # 8 tasks x 2 variants x 10 seeds (one rule, the study a wildcard); squad: the same seeds
+    assert counts["finetune_glue"] == 8 * 2 * (3 * 10 + 6) + 8 * 2 * 10
+    assert counts["finetune_squad"] == 2 * (3 * 10 + 6)
     assert sum(counts.values()) > 500
     assert elapsed < 90, f"paper dry run took {elapsed:.0f} s"
     out = proc.stdout
@@ -246,6 +249,8 @@ BAD_CONFIGS = {
     "bad_per_task_lr": ("glue:\n  rational_lr: {default: 1.0e-3, qqq: 1.0e-3}\n", "glue.rational_lr"),
     "bad_resources": ("resources:\n  pretrain: {gpu: -1}\n", "resources.pretrain.gpu"),
     "doc_stride_too_large": ("squad:\n  doc_stride: 200\n", "squad.doc_stride"),
+    "float_seed": ("pretrain:\n  seed: 1.0\n", "pretrain.seed': 1.0 is not a whole number; write 1"),
+    "float_size": ("glue:\n  low_data:\n    sizes: [16.0]\n", "glue.low_data.sizes[0]': 16.0 is not a whole"),
 }
 
 

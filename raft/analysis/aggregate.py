@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -153,12 +154,34 @@ def _sort(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ reading result files
+class ResultFileError(ValueError):
+    """A result file exists but cannot be used (cut off, not JSON, not a JSON object); the
+    message names the file.  `raft aggregate` reports it and exits with 2, writing no table."""
+
+
 def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when the file does not exist.  A file that exists but
+    cannot be read, is not valid JSON (e.g. cut off by a killed job) or is not a JSON object
+    raises ``ResultFileError`` naming it -- it is never skipped silently."""
+    path = Path(path)
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultFileError(f"{path}: cannot read the result file ({exc})") from exc
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "empty" if not text.strip() else f"not valid JSON ({exc})"
+        raise ResultFileError(
+            f"{path}: broken result file: {what}; it is probably cut off -- re-run the step "
+            "that writes it, or delete it to leave the run out"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ResultFileError(f"{path}: broken result file: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -208,7 +231,8 @@ def _metric_files(results: Path, study: str) -> list[Path]:
 
 def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd.DataFrame:
     """One row per fine-tuning run of a study (columns ``RUN_COLUMNS`` + ``test``, a dict
-    eval_set -> {metric: value}, and ``rationals``). Empty frame if nothing exists."""
+    eval_set -> {metric: value}, ``rationals`` and ``hyperparameters``, the run's
+    metrics.json block as a dict). Empty frame if nothing exists."""
     results = Path(results)
     rows = []
     for path in _metric_files(results, study):
@@ -221,6 +245,7 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
         if isinstance(notes, str):
             notes = [notes]
         test = m.get("test") or {}
+        hp = m.get("hyperparameters")
         rows.append({
             "task": str(m.get("task", fb.get("task", "squad" if study == "squad" else ""))),
             "variant": str(m.get("variant", fb.get("variant", ""))),
@@ -239,8 +264,9 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
             "source_file": _rel(path, results.parent if results.name else results),
             "test": test if isinstance(test, dict) else {},
             "rationals": m.get("rationals") or {},
+            "hyperparameters": hp if isinstance(hp, dict) else {},
         })
-    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "test", "rationals"])
+    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "test", "rationals", "hyperparameters"])
     return _sort(df, ["task", "n", "variant", "mode", "seed"])
 
 
@@ -532,17 +558,17 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike | None = None) -> dict[str, Path]:
     results = Path(results)
     output = Path(output) if output is not None else results / "tables"
-    written: dict[str, Path] = {}
-    path = output / "pretrain.csv"
-    write_csv(load_pretrain(results), path)
-    written["pretrain"] = path
+    # read every result file before writing anything: a broken one (ResultFileError) leaves
+    # no partial set of tables behind
+    tables: dict[str, tuple[Path, pd.DataFrame]] = {"pretrain": (output / "pretrain.csv", load_pretrain(results))}
     for study, (_, long_name, summary_name, average) in STUDIES.items():
-        runs = load_runs(results, study)
-        long = long_table(runs)
-        write_csv(long, output / long_name)
-        write_csv(summary_table(long, average=average), output / summary_name)
-        written[study] = output / long_name
-        written[f"{study}_summary"] = output / summary_name
+        long = long_table(load_runs(results, study))
+        tables[study] = (output / long_name, long)
+        tables[f"{study}_summary"] = (output / summary_name, summary_table(long, average=average))
+    written: dict[str, Path] = {}
+    for name, (path, df) in tables.items():
+        write_csv(df, path)
+        written[name] = path
     return written
 
 
@@ -552,7 +578,11 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    written = aggregate(args.results, args.output)
+    try:
+        written = aggregate(args.results, args.output)
+    except ResultFileError as exc:
+        print(f"raft aggregate: error: {exc}", file=sys.stderr)
+        return 2
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

@@ -462,3 +462,242 @@ def show_finetuned_closest(fc: pd.DataFrame):
     for n in sorted(fc["n"].unique(), key=agg.n_key):
         show_markdown(f"### N = {n}: closest activation of the seed-mean curve (fit RMSE)")
         show_table(finetuned_closest_pivot(fc, n), index=True)
+
+
+# ------------------------------------------------------------------ SQuAD windows
+SQUAD_WINDOW_COLUMNS = [
+    "variant", "n", "runs", "seeds", "max_seq_length", "doc_stride", "seeds_agree", "settings",
+    "pretrain_seq_len", "max_position_embeddings",
+]
+PAPER_SQUAD_WINDOWS = ("the authors' full-data comparison, the paper's +2.05 F1, set RAFT at 128 tokens "
+                       "against BERT at 384")
+
+
+def _int_or_none(v) -> int | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) and f == int(f) else None
+
+
+def _and(items) -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _ns_text(ns) -> str:
+    return "N = " + _and(sorted(ns, key=agg.n_key))
+
+
+def _seed_list(seeds) -> list[str]:
+    return [str(x if _int_or_none(x) is None else _int_or_none(x)) for x in sorted(seeds, key=agg.seed_key)]
+
+
+def _seeds_text(seeds) -> str:
+    s = _seed_list(seeds)
+    return f"seed{'s' if len(s) != 1 else ''} {', '.join(s)}"
+
+
+def _setting_text(window, stride) -> str:
+    w = f"{window} tokens" if window is not None else "window not recorded"
+    return w + (f", doc_stride {stride}" if stride is not None else ", doc_stride not recorded")
+
+
+def pretrain_lengths(results_dir) -> dict[str, dict]:
+    """variant -> ``{"seq_len", "max_position_embeddings"}`` of its pretraining run, from
+    ``results/pretrain/*/metrics.json`` (``data.seq_len``, else ``model.seq_len``;
+    ``model.max_position_embeddings``); None where not recorded."""
+    out: dict[str, dict] = {}
+    root = Path(results_dir) / "pretrain"
+    if not root.is_dir():
+        return out
+    for path in sorted(root.glob("*/metrics.json")):
+        m = agg._read_json(path)
+        if not isinstance(m, dict):
+            continue
+        data = m.get("data") if isinstance(m.get("data"), dict) else {}
+        model = m.get("model") if isinstance(m.get("model"), dict) else {}
+        seq_len = _int_or_none(data.get("seq_len"))
+        out[str(m.get("variant", path.parent.name))] = {
+            "seq_len": seq_len if seq_len is not None else _int_or_none(model.get("seq_len")),
+            "max_position_embeddings": _int_or_none(model.get("max_position_embeddings")),
+        }
+    return out
+
+
+def squad_windows(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per variant x N: the windows the SQuAD fine-tuning runs used (metrics.json
+    ``hyperparameters.max_seq_length`` / ``doc_stride``) and the variant's pretraining
+    sequence length and position count (``pretrain_lengths``).
+
+    Columns ``SQUAD_WINDOW_COLUMNS``: ``max_seq_length`` / ``doc_stride`` are the sorted
+    distinct recorded values over the runs (one each when the seeds agree, empty when not
+    recorded); ``seeds_agree`` is False when runs differ in (window, stride); ``settings``
+    says which seeds used which; ``pretrain_seq_len`` / ``max_position_embeddings`` are None
+    without a pretraining record. ``runs``: the frame of ``agg.load_runs(results_dir, "squad")``
+    when already loaded (read here when None)."""
+    runs = agg.load_runs(results_dir, "squad") if runs is None else runs
+    pre = pretrain_lengths(results_dir)
+    rows = []
+    for (variant, n), g in runs.groupby(["variant", "n"], sort=False):
+        by_setting: dict[tuple, list] = {}
+        for seed, hp in zip(g["seed"], g["hyperparameters"]):
+            hp = hp if isinstance(hp, dict) else {}
+            key = (_int_or_none(hp.get("max_seq_length")), _int_or_none(hp.get("doc_stride")))
+            by_setting.setdefault(key, []).append(seed)
+        order = sorted(by_setting, key=lambda k: tuple((v is None, v or 0) for v in k))
+        lengths = pre.get(variant, {})
+        rows.append({
+            "variant": variant, "n": n, "runs": len(g),
+            "seeds": ", ".join(_seed_list(g["seed"])),
+            "max_seq_length": tuple(sorted({w for w, _ in by_setting if w is not None})),
+            "doc_stride": tuple(sorted({s for _, s in by_setting if s is not None})),
+            "seeds_agree": len(by_setting) <= 1,
+            "settings": "; ".join(f"{_seeds_text(by_setting[k])}: {_setting_text(*k)}" for k in order),
+            "pretrain_seq_len": lengths.get("seq_len"),
+            "max_position_embeddings": lengths.get("max_position_embeddings"),
+        })
+    df = pd.DataFrame(rows, columns=SQUAD_WINDOW_COLUMNS)
+    return agg._sort(df, ["n", "variant"])
+
+
+def _values_text(values: tuple, unit: str = "") -> str:
+    return _and([f"{v}" for v in values]) + unit if values else "not recorded"
+
+
+def _untrained_range(row) -> str:
+    L, windows = row.pretrain_seq_len, row.max_seq_length
+    if L is None or (isinstance(L, float) and math.isnan(L)) or not windows:
+        return "–"
+    return f"{int(L)}..{max(windows) - 1}" if max(windows) > L else "none"
+
+
+def squad_windows_display(table: pd.DataFrame) -> pd.DataFrame:
+    """String table of ``squad_windows`` for the notebook (one row per N x variant)."""
+    if table.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({
+        "N": list(table["n"]),
+        "variant": [agg.VARIANT_LABELS.get(v, v) for v in table["variant"]],
+        "runs": [str(v) for v in table["runs"]],
+        "window (max_seq_length)": [_values_text(w) + ("" if ok else " (seeds disagree)")
+                                    for w, ok in zip(table["max_seq_length"], table["seeds_agree"])],
+        "doc_stride": [_values_text(s) for s in table["doc_stride"]],
+        "pretraining seq len": [fmt_int(v) for v in table["pretrain_seq_len"]],
+        "position embeddings": [fmt_int(v) for v in table["max_position_embeddings"]],
+        "positions never trained in pretraining": [_untrained_range(r) for r in table.itertuples(index=False)],
+    })
+    if not table["seeds_agree"].all():
+        out["settings per seed"] = [("" if ok else s) for s, ok in zip(table["settings"], table["seeds_agree"])]
+    return out
+
+
+def _window_of(row) -> str:
+    w = f"{_values_text(row.max_seq_length, ' tokens')}"
+    return w + (f" (doc_stride {_values_text(row.doc_stride)})" if row.doc_stride else "")
+
+
+def squad_window_findings(table: pd.DataFrame) -> str:
+    """Auto-written statement on the SQuAD windows of ``squad_windows``: whether both
+    variants used the same windows at every N (else a warning that Δ mixes the method with
+    the window choice), seeds that disagree, and the untrained-positions caveat for every
+    window longer than its variant's pretraining sequence length."""
+    if table.empty:
+        return ("**Fine-tuning windows.** No SQuAD runs were found under the results directory, so "
+                "there are no windows to report.")
+    label = agg.VARIANT_LABELS
+    ns = sorted(table["n"].unique(), key=agg.n_key)
+    same: dict[str, list] = {}
+    differ, stride_differ, unknown, single = [], [], [], []
+    for n in ns:
+        by = {r.variant: r for r in table[table["n"] == n].itertuples(index=False)}
+        if "bert" not in by or "raft" not in by:
+            single.append(n)
+            continue
+        b, r = by["bert"], by["raft"]
+        if not b.max_seq_length or not r.max_seq_length:
+            unknown.append(n)
+        elif b.max_seq_length != r.max_seq_length:
+            differ.append(f"N = {n}: {label['bert']} {_window_of(b)}, {label['raft']} {_window_of(r)}")
+        elif b.doc_stride != r.doc_stride:
+            stride_differ.append(f"N = {n}: {label['bert']} {_window_of(b)}, {label['raft']} {_window_of(r)}")
+        else:
+            same.setdefault(_window_of(b), []).append(n)
+    same_text = "; ".join(f"{w} at {_ns_text(v)}" for w, v in same.items())
+    parts = []
+    if differ:
+        s = ("**⚠ Warning: the variants were fine-tuned with different windows** (metrics.json "
+             "`hyperparameters.max_seq_length`) — " + "; ".join(differ) + ". At "
+             + ("this N" if len(differ) == 1 else "these N")
+             + ", Δ mixes the method (the activation function) with the window choice and is not a "
+             f"like-for-like comparison ({PAPER_SQUAD_WINDOWS}).")
+        if same:
+            s += f" Both variants used the same windows at the other N: {same_text}."
+    elif same:
+        s = (f"**Fine-tuning windows (from the result files).** Both variants used the same windows: "
+             f"{same_text}, so Δ compares the variants at equal windows (unlike the paper: {PAPER_SQUAD_WINDOWS}).")
+    else:
+        s = "**Fine-tuning windows (from the result files).** No N has runs of both variants with recorded windows."
+    if stride_differ:
+        s += (" The variants used the same window but different doc_stride at " + "; ".join(stride_differ)
+              + ", so they saw differently cut contexts.")
+    if unknown:
+        s += (f" At {_ns_text(unknown)} the window is missing from the runs of at least one variant "
+              "(`hyperparameters.max_seq_length`), so it cannot be compared.")
+    if single:
+        s += f" At {_ns_text(single)} only one variant has runs, so there is nothing to compare."
+    for r in table.itertuples(index=False):
+        if not r.seeds_agree:
+            s += f" The seeds of {label.get(r.variant, r.variant)} at N = {r.n} disagree ({r.settings})."
+    parts.append(s)
+
+    # untrained positions: (L, W) -> variant -> [N]
+    untrained: dict[tuple[int, int], dict[str, list]] = {}
+    no_length = set()
+    checked = False
+    for r in table.itertuples(index=False):
+        L = _int_or_none(r.pretrain_seq_len)
+        if not r.max_seq_length:
+            continue
+        if L is None:
+            no_length.add(r.variant)
+            continue
+        checked = True
+        for w in r.max_seq_length:
+            if w > L:
+                untrained.setdefault((L, w), {}).setdefault(r.variant, []).append(r.n)
+    bits = []
+    for (L, w), by_variant in sorted(untrained.items()):
+        groups: dict[tuple, list[str]] = {}
+        for v in sorted(by_variant, key=agg._list_key(agg.VARIANTS)):
+            groups.setdefault(tuple(by_variant[v]), []).append(label.get(v, v))
+        who = "; ".join(f"{_and(vs)} at {_ns_text(n_list)}" for n_list, vs in groups.items())
+        bits.append(f"{who} (windows of {w} tokens): positions {L}..{w - 1} were never trained during "
+                    f"pretraining (pretraining sequences had {L} tokens)")
+    if bits:
+        text = ("**Untrained positions.** " + "; ".join(bits) + ". Tokens there rely on position "
+                "embeddings that only fine-tuning trains.")
+        uneven = []
+        for n in ns:
+            by = {v: {w for (_, w), bv in untrained.items() if n in bv.get(v, [])} for v in ("bert", "raft")}
+            present = set(table.loc[table["n"] == n, "variant"])
+            if {"bert", "raft"} <= present and by["bert"] != by["raft"]:
+                uneven.append(n)
+        if uneven:
+            text += (f" At {_ns_text(uneven)} this affects the variants differently, another difference "
+                     "that Δ absorbs.")
+        parts.append(text)
+    if no_length:
+        parts.append("The pretraining sequence length of "
+                     + _and(label.get(v, v) for v in sorted(no_length, key=agg._list_key(agg.VARIANTS)))
+                     + " is not recorded (results/pretrain/{variant}/metrics.json `data.seq_len`), so "
+                     "untrained positions cannot be checked.")
+    elif checked and not bits:
+        parts.append("Every window fits within its variant's pretraining sequence length, so fine-tuning "
+                     "uses only positions trained in pretraining.")
+    return "\n\n".join(parts)

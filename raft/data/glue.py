@@ -20,7 +20,11 @@ The paper's protocol (the authors' run_glue.py, reproduced exactly):
 * **low data** (``sample(data, n, seed)``): ``random.Random(seed).sample(range(len(pool)), n)``
   rows of the pool and, with a fresh ``random.Random(seed)``, ``n`` rows of the dev part, in
   the sampled order (= the authors' ``random.seed(seed); random.sample(...)``).  ``n=None``
-  gives the whole pool and dev part ("full data").
+  gives the whole pool and dev part ("full data").  As in run_glue.py (which samples the dev
+  part only when ``max_eval_samples < len(eval_dataset)``), ``n >= len(dev part)`` keeps the
+  whole dev part in its order (``whole_dev_part``); ``n`` above the pool is an error (``check_n``).
+* **sizes without loading** (``split_sizes``): pool / dev part sizes from the row count of the
+  local training file (or the official size for the Hub), without ``datasets``.
 
 Offline gaps of the local copy are labelled in ``GlueData.sources`` / ``partial_data`` /
 ``data_notes``: MNLI, QNLI and QQP train from ~10k-example subsets (``train_subset.tsv``), and
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import re
@@ -41,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from raft.checks import check_n
 from raft.data import sources as src
 from raft.data.metrics import GLUE_METRIC_NAMES, GLUE_TASKS, SELECTION_METRIC, check_task, glue_metrics
 
@@ -52,6 +58,9 @@ __all__ = [
     "GlueData",
     "load_glue",
     "sample",
+    "whole_dev_part",
+    "split_sizes",
+    "pool_rows",
     "split_pool_dev",
     "glue_metrics",
     "read_glue_tsv",
@@ -153,12 +162,23 @@ class GlueFormatError(ValueError):
 
 
 _GLUED_LABEL = re.compile(r"^(.*) ([01])$", re.DOTALL)
+STSB_MIN, STSB_MAX = 0.0, 5.0  # STS-B similarity scores (a finite float in this range)
 
 
 def _read_lines(path: Path) -> list[str]:
-    # utf-8-sig strips MRPC's byte-order mark; newline="" keeps \r so we can drop CRLF ourselves
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        text = f.read()
+    # MRPC starts with a UTF-8 byte-order mark (dropped); \r is kept here so we can drop CRLF ourselves
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # its message has a byte offset only: name the file and line
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise GlueFormatError(
+            f"{path}:{lineno}: not UTF-8 text: byte 0x{data[exc.start]:02x} at column {exc.start - line_start + 1} "
+            f"({exc.reason}); GLUE files must be UTF-8 encoded"
+        ) from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -170,7 +190,10 @@ def _label_id(task: str, raw: str, path: Path, lineno: int):
     raw = raw.strip()
     try:
         if info.is_regression:
-            return float(raw)
+            score = float(raw)
+            if math.isfinite(score) and STSB_MIN <= score <= STSB_MAX:
+                return score
+            raise ValueError(raw)
         if raw in info.label_names:
             return info.label_names.index(raw)
         value = int(raw)
@@ -178,7 +201,8 @@ def _label_id(task: str, raw: str, path: Path, lineno: int):
             return value
     except ValueError:
         pass
-    what = "a float score" if info.is_regression else f"one of {list(info.label_names)} or 0..{info.num_labels - 1}"
+    what = (f"a similarity score from {STSB_MIN:g} to {STSB_MAX:g}" if info.is_regression
+            else f"one of {list(info.label_names)} or 0..{info.num_labels - 1}")
     raise GlueFormatError(f"{path}:{lineno}: bad {task} label {raw!r}; expected {what}")
 
 
@@ -348,8 +372,9 @@ def load_local_tables(task: str, data_dir: str | os.PathLike | None = None) -> d
 
 
 def clear_cache() -> None:
-    """Forget parsed local tables (they are cached per process)."""
+    """Forget parsed local tables and training-row counts (they are cached per process)."""
     _load_local_cached.cache_clear()
+    _local_train_rows.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------
@@ -399,12 +424,17 @@ class GlueData(src.SplitMetadata):
         return glue_metrics(self.task, predictions, labels)
 
 
+def pool_rows(n: int, fraction: float = POOL_FRACTION) -> int:
+    """Size of the train pool of ``n`` training rows: ``int(fraction * n)`` (the rest is the dev part)."""
+    return int(n * fraction)
+
+
 def split_pool_dev(dataset, seed: int = POOL_SEED, fraction: float = POOL_FRACTION):
     """(pool, dev): ``default_rng(seed).permutation(n)`` (= ``Dataset.shuffle(seed)``), first
-    ``int(fraction * n)`` rows -> pool, the rest -> dev, as in the authors' run_glue.py."""
+    ``pool_rows(n, fraction)`` rows -> pool, the rest -> dev, as in the authors' run_glue.py."""
     n = len(dataset)
     perm = np.random.default_rng(seed).permutation(n)
-    k = int(n * fraction)
+    k = pool_rows(n, fraction)
     return dataset.select(perm[:k]), dataset.select(perm[k:])
 
 
@@ -458,26 +488,57 @@ def _parse_n(n) -> int | None:
     return n
 
 
+def whole_dev_part(dev_size: int, n) -> bool:
+    """True when a run with ``n`` (int or "full"/None) keeps the whole dev part because
+    ``n >= dev_size`` (the authors' run_glue.py samples it only when N is smaller); False
+    for full data and for ``n < dev_size``."""
+    n = _parse_n(n)
+    return n is not None and n >= dev_size
+
+
 def sample(data, n, seed: int):
     """(train, dev) for one run: ``n`` examples of the pool and ``n`` of the dev part.
 
     ``n=None`` (or "full") returns the whole pool and dev part.  Sampling reproduces the
-    authors' ``random.seed(seed); random.sample(range(len(part)), n)`` for each part.  Works
-    for ``GlueData`` and ``SquadData``.  ``n`` larger than the pool or the dev part raises.
+    authors' ``random.seed(seed); random.sample(range(len(part)), n)`` for each part; when
+    ``n >= len(dev part)`` the whole dev part is kept in its order (``whole_dev_part``).  Works
+    for ``GlueData`` and ``SquadData``.  ``n`` larger than the pool raises (``check_n``).
     """
     n = _parse_n(n)
     if n is None:
         return data.pool, data.dev
-    name = getattr(data, "task", "data")
-    for part, ds in (("train pool", data.pool), ("dev part", data.dev)):
-        if n > len(ds):
-            raise ValueError(
-                f"{name}: N={n} is larger than the {part} ({len(ds):,} examples; pool {len(data.pool):,}, "
-                f"dev part {len(data.dev):,}); use N <= {min(len(data.pool), len(data.dev)):,} or N=None for full data"
-            )
+    check_n(n, len(data.pool), getattr(data, "task", "data"))  # a ValueError
     train = data.pool.select(random.Random(seed).sample(range(len(data.pool)), n))
+    if whole_dev_part(len(data.dev), n):
+        return train, data.dev
     dev = data.dev.select(random.Random(seed).sample(range(len(data.dev)), n))
     return train, dev
+
+
+@functools.lru_cache(maxsize=32)
+def _local_train_rows(task: str, task_dir: str) -> tuple[int, str]:
+    """(rows, source) of a local task folder's training file (train.tsv, else train_subset.tsv)."""
+    d = Path(task_dir)
+    if (d / "train.tsv").is_file():
+        return len(read_glue_tsv(task, d / "train.tsv")["label"]), src.LOCAL
+    if (d / "train_subset.tsv").is_file():
+        return len(read_glue_tsv(task, d / "train_subset.tsv", headerless=False)["label"]), src.LOCAL_SUBSET
+    raise _missing(task, d / "train.tsv")
+
+
+def split_sizes(task: str, data_dir: str | os.PathLike | None = None) -> dict:
+    """``{"pool", "dev_part", "source"}`` of a task as ``load_glue`` would split it, without
+    ``datasets`` or the Hub: the local training file's rows (cached per process) when the task
+    folder exists, else the official training size (source "hub")."""
+    info = task_info(task)
+    root = src.resolve_data_dir(data_dir)
+    d = _task_dir(info.name, root) if root is not None else None
+    if d is not None and d.is_dir():
+        n, source = _local_train_rows(info.name, str(d))
+    else:
+        n, source = info.full_train_size, src.HUB
+    k = pool_rows(n)
+    return {"pool": k, "dev_part": n - k, "source": source}
 
 
 def tokenize(dataset, tokenizer, max_length: int = 128, padding: bool | str = False, num_proc: int | None = None):

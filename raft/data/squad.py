@@ -17,7 +17,9 @@ Protocol (same shape as GLUE, see ``raft.data.glue``):
   3,670 / 1,224).  The result is labelled ``sources = {"train": "local-subset", "test":
   "held-out"}``, ``partial_data = True`` and explained in ``data_notes``.
 * **Low data**: ``sample(data, n, seed)`` (the GLUE function): n questions from the pool and n
-  from the dev part.
+  from the dev part (the whole dev part when n >= its size).
+* **Sizes without loading**: ``split_sizes(data_dir)`` gives the pool / dev part sizes from the
+  local JSON (or the official size for the Hub), without ``datasets``.
 
 Features follow the Hugging Face ``run_qa.py`` example: question + context pairs truncated
 ``only_second`` with overlapping windows (``doc_stride`` = the number of tokens two windows of
@@ -37,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from raft.checks import check_squad_window
 from raft.data import sources as src
-from raft.data.glue import POOL_FRACTION, POOL_SEED, sample, split_pool_dev
+from raft.data.glue import POOL_FRACTION, POOL_SEED, pool_rows, sample, split_pool_dev
 from raft.data.metrics import normalize_answer, squad_metrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ __all__ = [
     "load_squad",
     "read_squad_json",
     "split_by_article",
+    "offline_test_titles",
+    "split_sizes",
     "sample",
     "prepare_train_features",
     "prepare_eval_features",
@@ -77,8 +82,28 @@ def _features():
     })
 
 
-def read_squad_json(path: str | os.PathLike) -> dict[str, list]:
-    """Flatten an official SQuAD v1.1 JSON file into columns (id, title, context, question, answers)."""
+def _nearest_occurrence(context: str, text: str, start: int) -> int | None:
+    """Start of the occurrence of ``text`` in ``context`` nearest to ``start`` (the earlier one
+    on a tie); None when ``text`` does not occur."""
+    best = None
+    i = context.find(text)
+    while i != -1:
+        if best is None or abs(i - start) < abs(best - start):
+            best = i
+        i = context.find(text, i + 1)
+    return best
+
+
+def read_squad_json(path: str | os.PathLike, notes: list[str] | None = None) -> dict[str, list]:
+    """Flatten an official SQuAD v1.1 JSON file into columns (id, title, context, question, answers).
+
+    A malformed entry (missing ``paragraphs`` / ``context`` / ``qas`` / ``id`` / ``question``,
+    a bad answer) raises ``ValueError`` naming the file and the question id (or the entry's
+    position).  An answer whose ``answer_start`` does not point at its text is moved to the
+    occurrence of the text in the context nearest to the given start (counted in a warning and,
+    when ``notes`` is given, in a note appended to it); an answer text that does not occur in
+    its context at all raises ``ValueError``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -89,27 +114,88 @@ def read_squad_json(path: str | os.PathLike) -> dict[str, list]:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
         articles = raw["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not an official SQuAD JSON file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(articles, list):
+        raise ValueError(f"{path}: not an official SQuAD JSON file ('data' is not a list of articles)")
+
+    def bad(where: str, what: str) -> ValueError:
+        return ValueError(f"{path}: {where}: {what}")
+
     cols: dict[str, list] = {k: [] for k in ("id", "title", "context", "question", "answers")}
+    fixed: list[tuple[str, int, int]] = []  # (question id, given start, corrected start)
     for a, article in enumerate(articles):
+        where = f"data[{a}]"
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise bad(where, "article without a 'paragraphs' list")
         title = article.get("title", "")
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
+        for p, paragraph in enumerate(paragraphs):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict):
+                raise bad(where, "paragraph is not a JSON object")
+            context, qas = paragraph.get("context"), paragraph.get("qas")
+            if not isinstance(context, str):
+                raise bad(where, "paragraph without a 'context' string")
+            if not isinstance(qas, list):
+                raise bad(where, "paragraph without a 'qas' list")
+            for q, qa in enumerate(qas):
+                where = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise bad(where, "question entry is not a JSON object")
+                if "id" not in qa:
+                    raise bad(where, "question entry without an 'id'")
+                qid = qa["id"]
+                where = f"question id {qid!r} ({where})"
+                question = qa.get("question")
+                if not isinstance(question, str):
+                    raise bad(where, "no 'question' text" if question is None else "'question' is not a string")
                 answers = qa.get("answers", [])
-                cols["id"].append(qa["id"])
+                if not isinstance(answers, list):
+                    raise bad(where, "'answers' is not a list")
+                texts, starts = [], []
+                for k, x in enumerate(answers):
+                    text = x.get("text") if isinstance(x, dict) else None
+                    given = x.get("answer_start") if isinstance(x, dict) else None
+                    if not isinstance(text, str):
+                        raise bad(where, f"answer {k} without a 'text' string")
+                    try:
+                        start = int(given)
+                    except (TypeError, ValueError):
+                        raise bad(where, f"answer {k}: 'answer_start' {given!r} is not an integer") from None
+                    if not (0 <= start <= len(context) - len(text) and context[start:start + len(text)] == text):
+                        found = _nearest_occurrence(context, text, start)
+                        if found is None:
+                            raise bad(where, f"answer {k} text {text!r} does not occur in its context "
+                                             f"(answer_start {start})")
+                        fixed.append((str(qid), start, found))
+                        start = found
+                    texts.append(text)
+                    starts.append(start)
+                cols["id"].append(qid)
                 cols["title"].append(title)
                 cols["context"].append(context)
-                cols["question"].append(qa["question"])
-                cols["answers"].append({
-                    "text": [x["text"] for x in answers],
-                    "answer_start": [int(x["answer_start"]) for x in answers],
-                })
+                cols["question"].append(question)
+                cols["answers"].append({"text": texts, "answer_start": starts})
     if not cols["id"]:
         raise ValueError(f"{path}: no questions")
     if len(set(cols["id"])) != len(cols["id"]):
-        raise ValueError(f"{path}: duplicate question ids")
+        dup = next(i for i, n in collections.Counter(cols["id"]).items() if n > 1)
+        raise ValueError(f"{path}: duplicate question ids (e.g. {dup!r})")
+    if fixed:
+        qid, given, found = fixed[0]
+        n_answers = sum(len(a["text"]) for a in cols["answers"])
+        log.warning(
+            "%s: %d of %d answer offsets did not point at the answer text; moved to the nearest "
+            "occurrence of the text in the context (e.g. question id %r: answer_start %d -> %d)",
+            path, len(fixed), n_answers, qid, given, found,
+        )
+        if notes is not None:
+            notes.append(
+                f"SQuAD: {len(fixed):,} of {n_answers:,} answers in {path.name} had an answer_start that did "
+                f"not point at the answer text; each was moved to the nearest occurrence of the text in "
+                f"its context."
+            )
     return cols
 
 
@@ -119,19 +205,26 @@ def _dataset(cols: dict[str, list]):
     return Dataset.from_dict(cols, features=_features())
 
 
-def split_by_article(dataset, test_fraction: float = OFFLINE_TEST_FRACTION, seed: int = POOL_SEED):
-    """(train_side, test): articles (titles, in order of first appearance) permuted with
-    ``default_rng(seed)``; the first ``round(test_fraction * n_articles)`` go to the test part.
-    Row order inside each part is the file order."""
+def offline_test_titles(titles: list[str], test_fraction: float = OFFLINE_TEST_FRACTION,
+                        seed: int = POOL_SEED) -> set[str]:
+    """The articles of the offline test part: the distinct ``titles`` (in order of first
+    appearance) permuted with ``default_rng(seed)``, the first ``round(test_fraction * n_articles)``
+    (at least 1, at most all but one)."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    titles = dataset["title"]
     articles = list(dict.fromkeys(titles))
     if len(articles) < 2:
         raise ValueError("cannot split fewer than 2 articles")
     perm = np.random.default_rng(seed).permutation(len(articles))
     k = min(max(1, round(test_fraction * len(articles))), len(articles) - 1)
-    test_titles = {articles[i] for i in perm[:k]}
+    return {articles[i] for i in perm[:k]}
+
+
+def split_by_article(dataset, test_fraction: float = OFFLINE_TEST_FRACTION, seed: int = POOL_SEED):
+    """(train_side, test): the rows of the ``offline_test_titles`` articles -> test part, the
+    rest -> training side.  Row order inside each part is the file order."""
+    titles = list(dataset["title"])
+    test_titles = offline_test_titles(titles, test_fraction, seed)
     test_idx = [i for i, t in enumerate(titles) if t in test_titles]
     train_idx = [i for i, t in enumerate(titles) if t not in test_titles]
     return dataset.select(train_idx), dataset.select(test_idx)
@@ -168,9 +261,9 @@ def load_squad(data_dir: str | os.PathLike | None = None,
     info: dict[str, Any] = {}
     if d is not None and d.is_dir():
         dev_path, train_path = d / "dev-v1.1.json", d / "train-v1.1.json"
-        dev_all = _dataset(read_squad_json(dev_path))
+        dev_all = _dataset(read_squad_json(dev_path, notes=notes))
         if train_path.is_file():
-            train_side, test = _dataset(read_squad_json(train_path)), dev_all
+            train_side, test = _dataset(read_squad_json(train_path, notes=notes)), dev_all
             sources = {"train": src.LOCAL, "test": src.LOCAL}
         else:
             train_side, test = split_by_article(dev_all, offline_test_fraction)
@@ -202,6 +295,25 @@ def load_squad(data_dir: str | os.PathLike | None = None,
                      data_notes=notes, split_info=info)
 
 
+def split_sizes(data_dir: str | os.PathLike | None = None,
+                offline_test_fraction: float = OFFLINE_TEST_FRACTION) -> dict:
+    """``{"pool", "dev_part", "source"}`` as ``load_squad`` would split, without ``datasets`` or
+    the Hub: local train-v1.1.json questions, else the training side of the offline article
+    split of dev-v1.1.json, else (no local folder) the official training size (source "hub")."""
+    root = src.resolve_data_dir(data_dir)
+    d = root / LOCAL_RELDIR if root is not None else None
+    if d is None or not d.is_dir():
+        n, source = OFFICIAL_SIZES["train"], src.HUB
+    elif (d / "train-v1.1.json").is_file():
+        n, source = len(read_squad_json(d / "train-v1.1.json")["id"]), src.LOCAL
+    else:
+        titles = read_squad_json(d / "dev-v1.1.json")["title"]
+        test_titles = offline_test_titles(titles, offline_test_fraction)
+        n, source = sum(t not in test_titles for t in titles), src.LOCAL_SUBSET
+    k = pool_rows(n)
+    return {"pool": k, "dev_part": n - k, "source": source}
+
+
 def references(examples) -> dict[str, list[str]]:
     """{question id: list of gold answer texts} for ``squad_metrics``."""
     return {i: list(a["text"]) for i, a in zip(examples["id"], examples["answers"])}
@@ -211,16 +323,7 @@ def references(examples) -> dict[str, list[str]]:
 # Features (Hugging Face run_qa.py style)
 # ----------------------------------------------------------------------------------------
 def _check_lengths(max_seq_length: int, doc_stride: int, max_query_length: int) -> None:
-    room = max_seq_length - max_query_length - 3  # [CLS] q [SEP] c [SEP]
-    if room <= 0:
-        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for context after a "
-                         f"{max_query_length}-token question")
-    if not 0 <= doc_stride < room:
-        raise ValueError(
-            f"doc_stride={doc_stride} must be smaller than the context room of a window "
-            f"(max_seq_length - max_query_length - 3 = {room}); e.g. max_seq_length 384 with stride 128, "
-            f"or max_seq_length 128 with stride <= {room - 1}"
-        )
+    check_squad_window(max_seq_length, doc_stride, max_query_length)  # a ValueError
 
 
 def _truncate_questions(questions: list[str], tokenizer, max_query_length: int) -> list[str]:

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from raft import checks
 from raft.train import runinfo
 from raft.train.loop import Encoded, Runtime, predict, train_with_args
 from raft.train.runinfo import UsageError
@@ -91,10 +92,9 @@ def run(args) -> int:
     t_start = time.perf_counter()
     runinfo.setup_logging()
     runinfo.check_common_arguments(args)
-    for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best"):
-        v = getattr(args, name)
-        if v < (0 if name == "doc_stride" else 1):
-            raise UsageError(f"--{name.replace('_', '-')} must be >= {0 if name == 'doc_stride' else 1}, got {v}")
+    for name in ("max_query_length", "max_answer_length", "n_best"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     runinfo.set_num_threads(args.num_threads)
 
     from raft.data import squad
@@ -106,13 +106,7 @@ def run(args) -> int:
     # --- model (errors before any data work) ------------------------------------------
     model, tokenizer, variant, mode_summary, max_len = runinfo.load_finetuning_model(
         args, "question-answering", device, finetuning_task="squad")
-    room = max_len - args.max_query_length - 3
-    if room <= 0 or args.doc_stride >= room:
-        raise UsageError(
-            f"--doc-stride {args.doc_stride} / --max-query-length {args.max_query_length} do not fit windows of "
-            f"{max_len} tokens: the context part of a window has {max(room, 0)} tokens "
-            "(max-seq-length - max-query-length - 3) and the stride must be smaller"
-        )
+    runinfo.check(checks.check_squad_window, max_len, args.doc_stride, args.max_query_length)
     feature_kwargs = {"max_seq_length": max_len, "doc_stride": args.doc_stride,
                       "max_query_length": args.max_query_length}
 

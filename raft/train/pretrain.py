@@ -11,11 +11,13 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   whole global batch, so accumulation and the number of processes do not change the update;
 - optimiser: `raft.optim` AdamW groups (RAF group with its own lr / weight decay / schedule),
   linear warmup then linear decay; optional clipping; bf16/fp16 autocast on GPU;
-- checkpoints (`checkpoint.py`): every --save-steps, at the last step and on SIGTERM/SIGUSR1
-  (at the next step boundary). A rerun of the same command resumes from the newest complete
-  checkpoint ("resuming from step N (checkpoint ...)") and ends exactly where an uninterrupted
-  run would (same data order, masks, dropout RNG, optimizer/scheduler/scaler state; bit-exact on
-  CPU). A run preempted by a signal exits with code 75 (EX_TEMPFAIL) after its checkpoint; under
+- checkpoints (`checkpoint.py`): every --save-steps, at the last step and on SIGTERM/SIGUSR1/SIGINT
+  (at the next step boundary). A rerun of the same command resumes from the newest readable
+  checkpoint ("resuming from step N (checkpoint ...)"; unreadable ones are moved aside to
+  `corrupt-step-*`, "no readable checkpoint ...: starting from step 0" when none is left) and
+  ends exactly where an uninterrupted run would (same data order, masks, dropout RNG,
+  optimizer/scheduler/scaler state; bit-exact on CPU). A run preempted by a signal exits with
+  code 75 (EX_TEMPFAIL) after its checkpoint (a second Ctrl-C aborts without one); under
   torchrun the workers exit 75 and torchrun itself exits non-zero. A checkpoint written with
   other settings (model, recipe, seed, corpus size) is refused with an error (exit 2).
   log.csv / rationals.jsonl rows live in the checkpoint and are rewritten from it on resume
@@ -49,7 +51,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from raft.train.checkpoint import EXIT_PREEMPTED, StopSignal, load_latest, prune, remove_temp, save_checkpoint
+from raft import checks
+from raft.train.checkpoint import EXIT_PREEMPTED, StopSignal, load_resumable, prune, remove_temp, save_checkpoint
 from raft.train.mlm import (
     DATA_TAG,
     EVAL_MASK_SEED,
@@ -305,6 +308,14 @@ def _identity(args, train_sequences: int, seq_len: int) -> dict:
     return {**ident, "train_sequences": train_sequences, "seq_len": seq_len}
 
 
+def _check(rule, *args):
+    """A `raft.checks` rule; its error (a ValueError: exit 2) names the flag."""
+    try:
+        return rule(*args)
+    except checks.SettingError as exc:
+        raise ValueError(exc.as_flag()) from None
+
+
 def _resolve_precision(precision: str, device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -354,6 +365,22 @@ def _attention_mask(ids: torch.Tensor, pad_id, device):
     return (ids != pad_id).long().to(device)
 
 
+def _load_checkpoint(ckpt_dir: Path, rt: _Dist, say) -> tuple[Path | None, dict | None]:
+    """(path, state) to resume from. Rank 0 moves unreadable newer checkpoints aside first (and
+    says so), then the other processes load the same, now newest, checkpoint."""
+    found = load_resumable(ckpt_dir) if rt.main else None
+    rt.barrier()
+    if not rt.main:
+        return load_resumable(ckpt_dir, move=False)[:2]
+    for bad in found.unreadable:
+        where = f"moved aside to {bad.now}" if bad.now != bad.path else "could not be moved aside"
+        say(f"checkpoint {bad.path} is unreadable ({bad.reason}): {where}")
+    if found.state is None and found.unreadable:
+        say(f"no readable checkpoint in {ckpt_dir}: starting from step 0 "
+            f"(moved aside: {', '.join(bad.now.name for bad in found.unreadable)})")
+    return found.path, found.state
+
+
 # ---------------------------------------------------------------------------------- training
 def run(args, on_step=None) -> int:
     """Train (or resume) one run. `on_step(step)` is called after every optimiser step (tests)."""
@@ -384,14 +411,12 @@ def _run(args, rt: _Dist, stop: StopSignal, on_step) -> int:
     B = args.batch_size
     if B <= 0 or args.max_steps <= 0:
         raise ValueError("--batch-size and --max-steps must be positive")
-    if B % rt.world:
-        raise ValueError(f"--batch-size {B} is not divisible by the world size {rt.world}")
+    accum = _check(checks.check_batch, B, args.per_device_batch_size, rt.world)
     per_rank = B // rt.world
-    pd = args.per_device_batch_size or per_rank
-    if per_rank % pd:
-        raise ValueError(f"--batch-size {B} is not divisible by --per-device-batch-size {pd} x world size {rt.world}")
-    accum = per_rank // pd
+    pd = per_rank // accum
     precision = _resolve_precision(args.precision, rt.device)
+    _check(checks.check_precision, precision, rt.device.type)
+    _check(checks.check_model, args.hidden_size, args.num_heads)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = (lambda: torch.autocast(rt.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     if rt.device.type == "cuda":
@@ -410,10 +435,8 @@ def _run(args, rt: _Dist, stop: StopSignal, on_step) -> int:
     val_inputs, val_labels = mask_eval_set(val_ids, **mask_kw)
     pad_id = tokenizer.pad_token_id
     stream = EpochStream(n_train, args.seed)
-    if args.max_position_embeddings is None:
-        args.max_position_embeddings = L
-    if args.max_position_embeddings < L:
-        raise ValueError(f"--max-position-embeddings {args.max_position_embeddings} < corpus sequence length {L}")
+    _check(checks.check_positions, args.max_position_embeddings, L)
+    args.max_position_embeddings = args.max_position_embeddings or L
 
     # ---- model and optimiser
     _seed_all(args.seed)
@@ -444,8 +467,7 @@ def _run(args, rt: _Dist, stop: StopSignal, on_step) -> int:
         (output / "metrics.json").unlink(missing_ok=True)  # present only once this run completes
         for leftover in remove_temp(ckpt_dir):
             say(f"removed incomplete checkpoint {leftover}")
-    rt.barrier()
-    ckpt_path, state = load_latest(ckpt_dir)
+    ckpt_path, state = _load_checkpoint(ckpt_dir, rt, say)
     if state is not None:
         diff = {k: (state["identity"].get(k), v) for k, v in identity.items() if state["identity"].get(k) != v}
         if diff:
@@ -510,7 +532,7 @@ def _run(args, rt: _Dist, stop: StopSignal, on_step) -> int:
                 "identity": identity, "resumed_from": resumed_from, "world_size": rt.world,
             }
             path = save_checkpoint(ckpt_dir, at_step, state, {"tokens_seen": tokens_seen, "train_time_s": train_time})
-            prune(ckpt_dir, args.keep_checkpoints)
+            prune(ckpt_dir, args.keep_checkpoints, protect=path)
         rt.barrier()
         return path
 

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raft import checks
+from raft.checks import SettingError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -75,8 +78,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise UsageError("precision 'fp16' needs a CUDA device; use fp32 or bf16 on the CPU")
+    check(checks.check_precision, precision, device.type)
     return precision
 
 
@@ -109,12 +111,21 @@ def device_description(device: torch.device, precision: str | None = None) -> st
 # ---------------------------------------------------------------------------------------
 def load_model(path, head: str, **config_overrides):
     """`raft.modeling.load_pretrained`, with its errors turned into `UsageError`."""
+    from safetensors import SafetensorError
+
     from raft.modeling import load_pretrained
 
     try:
         return load_pretrained(path, head, **config_overrides)
     except (FileNotFoundError, ValueError, OSError, TypeError) as exc:
         raise UsageError(f"--pretrained: {exc}") from exc
+    except SafetensorError as exc:  # a truncated / corrupt weights file; its message names no file
+        files = sorted(Path(path).glob("*.safetensors"))
+        where = str(files[0]) if len(files) == 1 else f"the *.safetensors files in {str(path)!r}"
+        raise UsageError(
+            f"--pretrained: cannot read the model weights {where}: {exc} (the file is truncated or "
+            "corrupt; copy it again or re-run `raft pretrain`)"
+        ) from exc
 
 
 def load_tokenizer(path):
@@ -353,23 +364,32 @@ def load_finetuning_model(args, head: str, device: torch.device, **config_overri
         mode_summary = apply_mode(model, args.mode, seed=args.seed)
     except ValueError as exc:
         raise UsageError(f"--mode {args.mode} with a {variant!r} model ({args.pretrained}): {exc}") from exc
-    return model, tokenizer, variant, mode_summary, effective_max_length(args.max_seq_length, model)
+    return model, tokenizer, variant, mode_summary, checked_max_length(args.max_seq_length, model)
 
 
 def sample_parts(data, args):
     """``--n`` / ``--seed`` sample of a loaded task (`raft.data.glue.sample`) and the ``--max-test-examples`` cap.
 
     Returns ``(train_ds, dev_ds, tests, partial, data_notes)``: the drawn train and dev parts,
-    the (possibly capped) test sets, and the data's partial flag and notes (plus the cap's note).
+    the (possibly capped) test sets, and the data's partial flag and notes (plus the cap's note,
+    and a note when N >= the dev part keeps it whole -- the authors' rule, not partial data).
     """
-    from raft.data.glue import sample
+    from raft.data.glue import sample, whole_dev_part
 
     try:
         train_ds, dev_ds = sample(data, None if args.n == "full" else args.n, args.seed)
+    except SettingError as exc:
+        raise UsageError(exc.as_flag()) from exc
     except ValueError as exc:
         raise UsageError(f"--n {args.n}: {exc}") from exc
     data_notes = list(data.data_notes)
     partial = bool(data.partial_data)
+    if whole_dev_part(len(data.dev), args.n):
+        data_notes.append(
+            f"N={args.n} {'exceeds' if args.n > len(data.dev) else 'equals'} the dev part ({len(data.dev):,} "
+            f"examples): the whole dev part is used for early stopping and model selection "
+            f"(the authors' rule in run_glue.py)"
+        )
     tests, cap_note = cap_test_sets(data.tests, args.max_test_examples)
     if cap_note:
         partial = True
@@ -386,8 +406,15 @@ def base_record(args, *, task: str, variant: str, data, fit, test: dict, train_d
 
     ``sizes_extra`` ends the ``sizes`` block, ``hyperparameters_extra`` comes before the split
     settings in ``hyperparameters``, ``provenance_extra`` after the sampled ids' hashes.
+    ``dev_sampling``: "full" (``--n full``), "whole" (N >= the dev part) or "sampled".
     """
+    from raft.data.glue import whole_dev_part
     from raft.modeling import export_rationals
+
+    if args.n == "full":
+        dev_sampling = "full"
+    else:
+        dev_sampling = "whole" if whole_dev_part(len(data.dev), args.n) else "sampled"
 
     return {
         "task": task,
@@ -409,6 +436,7 @@ def base_record(args, *, task: str, variant: str, data, fit, test: dict, train_d
             "test": {k: len(v) for k, v in tests.items()},
             **(sizes_extra or {}),
         },
+        "dev_sampling": dev_sampling,
         "sources": dict(data.sources),
         "partial_data": partial,
         "data_notes": data_notes,
@@ -467,11 +495,19 @@ def hyperparameters(args, *, epochs: int, patience: int, max_seq_length: int, pr
     }
 
 
-def effective_max_length(requested: int, model) -> int:
+def checked_max_length(requested: int, model) -> int:
+    """``--max-seq-length``, refused when it exceeds the model's position embeddings."""
     limit = int(getattr(model.config, "max_position_embeddings", requested))
-    if requested > limit:
-        log.warning("--max-seq-length %d exceeds the model's %d positions; using %d", requested, limit, limit)
-    return min(requested, limit)
+    check(checks.check_max_seq_length, requested, limit)
+    return requested
+
+
+def check(rule, *args) -> None:
+    """Run a `raft.checks` rule; its error becomes a `UsageError` naming the flag."""
+    try:
+        rule(*args)
+    except SettingError as exc:
+        raise UsageError(exc.as_flag()) from None
 
 
 def save_model(model, tokenizer, directory) -> None:

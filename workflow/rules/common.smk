@@ -7,6 +7,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from raft import study
+from raft.data.glue import TASK_INFO
+
 # ------------------------------------------------------------------------------------------
 # validation (before any job): JSON schema with defaults, then checks a schema cannot express
 # ------------------------------------------------------------------------------------------
@@ -50,6 +53,27 @@ def _validate_config(cfg):
             f"invalid configuration value at '{where}': {best.message}{hint}. "
             "Keys, types and defaults: workflow/schemas/config.schema.yaml"
         ) from None
+    _check_whole_numbers(cfg)
+
+
+def _check_whole_numbers(cfg):
+    """JSON Schema counts 1.0 as an integer; the commands do not: reject it, naming the key."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    )
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, type_checker=strict
+    )(schema)
+    for err in validator.iter_errors(cfg):
+        if isinstance(err.instance, float) and err.instance.is_integer():
+            raise WorkflowError(
+                f"invalid configuration value at '{_key_path(list(err.absolute_path))}': "
+                f"{err.instance} is not a whole number; write {int(err.instance)}"
+            )
 
 
 def _resolve_data_dir(cfg):
@@ -107,20 +131,16 @@ def _check_config(cfg):
             raise WorkflowError(
                 f"invalid configuration value at 'notebooks': no template notebooks/{name}.ipynb"
             )
-    squad = cfg["squad"]
-    context = squad["max_seq_length"] - squad["max_query_length"] - 3
-    if squad["doc_stride"] >= context:
-        raise WorkflowError(
-            f"invalid configuration value at 'squad.doc_stride': {squad['doc_stride']} must be "
-            f"smaller than the context part of a window, max_seq_length - max_query_length - 3 "
-            f"= {context}"
-        )
-    model = cfg["model"]
-    if model["hidden_size"] % model["num_heads"]:
-        raise WorkflowError(
-            "invalid configuration value at 'model.num_heads': hidden_size "
-            f"{model['hidden_size']} is not a multiple of num_heads {model['num_heads']}"
-        )
+
+
+def _preflight(cfg):
+    """Every job against the rules its `raft` command applies (raft/study.py), before any job."""
+    from raft.study import ConfigError, preflight
+
+    try:
+        preflight(cfg, DATA_DIR)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
 
 
 NOTEBOOK_DIR = Path(workflow.basedir) / "notebooks"
@@ -128,20 +148,17 @@ NOTEBOOK_DIR = Path(workflow.basedir) / "notebooks"
 _validate_config(config)
 DATA_DIR = _resolve_data_dir(config)
 _check_config(config)
+_preflight(config)
 
 VARIANTS = list(config["variants"])
-GLUE = config["glue"]
-SQUAD = config["squad"]
-EFFICIENT = GLUE["efficient"]
-GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-# parameter-efficient mode per variant (matched trainable-parameter budgets)
-EFFICIENT_MODE = {"raft": "raf_head", "bert": "bias_head"}
+GLUE_TASKS = list(TASK_INFO)
 
 
 wildcard_constraints:
     variant="|".join(VARIANTS),
     task="|".join(GLUE_TASKS),
     n=r"[1-9][0-9]*|full",
+    study="glue|glue_efficient",
     seed=r"[0-9]+",
     name=r"[a-z_]+",
 
@@ -180,61 +197,36 @@ def runtime(rule_name):
     return lambda wildcards, attempt: base * attempt
 
 
-def per_task(value, task):
-    """A per-task setting: a number, or {default: x, <task>: y}."""
-    if isinstance(value, dict):
-        return value.get(task, value["default"])
-    return value
-
-
-def run_setting(section, n, key):
-    """epochs / patience of a run: the low_data / full_data override, else the section's."""
-    sub = section["full_data"] if n == "full" else section["low_data"]
-    value = sub.get(key)
-    return section[key] if value is None else value
-
-
 # ------------------------------------------------------------------------------------------
 # targets
 # ------------------------------------------------------------------------------------------
-
-
-def _settings(section):
-    """[(N, seed), ...] of a study section: low-data sizes x seeds, then full data x seeds."""
-    runs = [(n, s) for n in section["low_data"]["sizes"] for s in section["low_data"]["seeds"]]
-    runs += [("full", s) for s in section["full_data"]["seeds"]]
-    return runs
 
 
 def pretrain_targets():
     return expand("results/pretrain/{variant}/metrics.json", variant=VARIANTS)
 
 
-def glue_targets():
+def finetune_targets(name):
+    """metrics.json of every run of a study (glue, glue_efficient, squad)."""
+    if name == "squad":
+        path = "results/squad/{variant}/n{n}/seed{seed}/metrics.json"
+    else:
+        path = "results/%s/{task}/{variant}/n{n}/seed{seed}/metrics.json" % name
     return [
-        f"results/glue/{task}/{variant}/n{n}/seed{seed}/metrics.json"
-        for task in GLUE["tasks"]
-        for variant in VARIANTS
-        for n, seed in _settings(GLUE)
+        path.format(task=t, variant=v, n=n, seed=s) for t, v, n, s in study.runs(config, name)
     ]
+
+
+def glue_targets():
+    return finetune_targets("glue")
 
 
 def efficient_targets():
-    return [
-        f"results/glue_efficient/{task}/{variant}/n{n}/seed{seed}/metrics.json"
-        for task in EFFICIENT["tasks"]
-        for variant in VARIANTS
-        for n in EFFICIENT["sizes"]
-        for seed in EFFICIENT["seeds"]
-    ]
+    return finetune_targets("glue_efficient")
 
 
 def squad_targets():
-    return [
-        f"results/squad/{variant}/n{n}/seed{seed}/metrics.json"
-        for variant in VARIANTS
-        for n, seed in _settings(SQUAD)
-    ]
+    return finetune_targets("squad")
 
 
 TABLES = [
@@ -291,100 +283,17 @@ def all_targets():
 
 
 def corpus_args():
-    c = config["corpus"]
-    if c["vocab_size"]:
-        vocab = {"vocab_size": c["vocab_size"]}
-    else:
-        # null: the command finds <data_dir>/vocab/bert-base-uncased-vocab.txt, else the Hub's
-        vocab = {"vocab_file": c["vocab_file"]}
-    hub = c["source"] == "hub"
-    return cli_args(
-        {
-            "source": c["source"],
-            "path": c["path"],
-            "text_unit": c["text_unit"] if c["source"] == "text" else None,
-            "data_dir": DATA_DIR,
-            "hub_dataset": c["hub_dataset"] if hub else None,
-            "hub_config": c["hub_config"] if hub else None,
-            **vocab,
-            "seq_len": c["seq_len"],
-            "validation_fraction": c["validation_fraction"],
-            "max_documents": c["max_documents"],
-            "seed": c["seed"],
-        }
-    )
+    return cli_args({**study.values(study.corpus_settings(config)), "data_dir": DATA_DIR})
 
 
 def pretrain_args(wildcards):
-    m, r, p = config["model"], config["rational"], config["pretrain"]
-    raft = wildcards.variant == "raft"
-    return cli_args(
-        {
-            "variant": wildcards.variant,
-            "num_layers": m["num_layers"],
-            "hidden_size": m["hidden_size"],
-            "num_heads": m["num_heads"],
-            "intermediate_size": m["intermediate_size"],
-            "max_position_embeddings": m["max_position_embeddings"],
-            "dropout": m["dropout"],
-            # RAF options only mean something for raft; keep bert's params (and so its
-            # rerun triggers) independent of them
-            "rational_layers": r["layers"] if raft else None,
-            "rational_init": r["init"] if raft else None,
-            "rational_lr": r["lr"] if raft else None,
-            "rational_weight_decay": r["weight_decay"] if raft else None,
-            "rational_schedule": r["schedule"] if raft else None,
-            "max_steps": p["max_steps"],
-            "batch_size": p["batch_size"],
-            "per_device_batch_size": p["per_device_batch_size"],
-            "lr": p["lr"],
-            "warmup_ratio": p["warmup_ratio"],
-            "weight_decay": p["weight_decay"],
-            "adam_beta1": p["adam_beta1"],
-            "adam_beta2": p["adam_beta2"],
-            "adam_eps": p["adam_eps"],
-            "max_grad_norm": p["max_grad_norm"],
-            "mlm_probability": p["mlm_probability"],
-            "save_steps": p["save_steps"],
-            "eval_steps": p["eval_steps"],
-            "logging_steps": p["logging_steps"],
-            "snapshot_steps": p["snapshot_steps"],
-            "keep_checkpoints": p["keep_checkpoints"],
-            "max_eval_sequences": p["max_eval_sequences"],
-            "seed": p["seed"],
-            "precision": config["precision"],
-        }
-    )
-
-
-# settings a pretraining checkpoint depends on (`raft pretrain` refuses to resume from a
-# checkpoint written with other ones): the checkpoint folder is keyed by their digest, so
-# a changed config starts afresh and an interrupted run with the same config resumes
-_CHECKPOINT_FREE = {
-    "save_steps",
-    "eval_steps",
-    "logging_steps",
-    "snapshot_steps",
-    "keep_checkpoints",
-    "max_eval_sequences",
-    "per_device_batch_size",
-}
+    return cli_args(study.values(study.pretrain_settings(config, wildcards.variant)))
 
 
 def pretrain_checkpoint_dir(wildcards):
-    import hashlib
-    import json
-
-    settings = {
-        "variant": wildcards.variant,
-        "model": config["model"],
-        "rational": config["rational"] if wildcards.variant == "raft" else None,
-        "pretrain": {k: v for k, v in config["pretrain"].items() if k not in _CHECKPOINT_FREE},
-        "corpus": config["corpus"],
-        "data_dir": DATA_DIR,
-    }
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return f"results/checkpoints/pretrain/{wildcards.variant}/{digest}"
+    """Checkpoints outside the rule's outputs, keyed by the settings they depend on."""
+    key = study.checkpoint_key(config, wildcards.variant, DATA_DIR)
+    return f"results/checkpoints/pretrain/{wildcards.variant}/{key}"
 
 
 def pretrain_launcher(wildcards, resources):
@@ -403,70 +312,13 @@ PRETRAINED = "results/pretrain/{variant}/model"
 PRETRAINED_METRICS = "results/pretrain/{variant}/metrics.json"
 
 
-def mode_of(section):
-    """The run's --mode: 'frozen_rafs' means 'full' for bert (it has no RAFs to freeze)."""
-
-    def mode(wildcards):
-        if section["mode"] == "frozen_rafs" and wildcards.variant == "bert":
-            return "full"
-        return section["mode"]
-
-    return mode
-
-
-def glue_args(wildcards):
-    n, task = wildcards.n, wildcards.task
-    return cli_args(
-        {
-            "epochs": run_setting(GLUE, n, "epochs"),
-            "patience": run_setting(GLUE, n, "patience"),
-            "lr": GLUE["lr"],
-            "rational_lr": per_task(GLUE["rational_lr"], task),
-            "weight_decay": GLUE["weight_decay"],
-            "batch_size": GLUE["batch_size"],
-            "eval_batch_size": GLUE["eval_batch_size"],
-            "max_seq_length": GLUE["max_seq_length"],
-            "max_test_examples": GLUE["max_test_examples"],
-            "precision": config["precision"],
-        }
-    )
-
-
-def glue_efficient_args(wildcards):
-    task = wildcards.task
-    return cli_args(
-        {
-            "epochs": EFFICIENT.get("epochs") or run_setting(GLUE, wildcards.n, "epochs"),
-            "patience": EFFICIENT.get("patience") or run_setting(GLUE, wildcards.n, "patience"),
-            "lr": EFFICIENT.get("lr") or GLUE["lr"],
-            "rational_lr": per_task(EFFICIENT.get("rational_lr") or GLUE["rational_lr"], task),
-            "weight_decay": GLUE["weight_decay"],
-            "batch_size": GLUE["batch_size"],
-            "eval_batch_size": GLUE["eval_batch_size"],
-            "max_seq_length": GLUE["max_seq_length"],
-            "max_test_examples": GLUE["max_test_examples"],
-            "precision": config["precision"],
-        }
-    )
-
-
-def squad_args(wildcards):
-    n = wildcards.n
-    return cli_args(
-        {
-            "epochs": run_setting(SQUAD, n, "epochs"),
-            "patience": run_setting(SQUAD, n, "patience"),
-            "lr": SQUAD["lr"],
-            "rational_lr": SQUAD["rational_lr"],
-            "batch_size": SQUAD["batch_size"],
-            "eval_batch_size": SQUAD["eval_batch_size"],
-            "max_seq_length": SQUAD["max_seq_length"],
-            "doc_stride": SQUAD["doc_stride"],
-            "max_query_length": SQUAD["max_query_length"],
-            "max_test_examples": SQUAD["max_test_examples"],
-            "precision": config["precision"],
-        }
-    )
+def finetune_args(wildcards):
+    """The flags of one fine-tuning run, from its config layers (raft/study.py)."""
+    name = getattr(wildcards, "study", "squad")
+    task = getattr(wildcards, "task", "squad")
+    n = "full" if wildcards.n == "full" else int(wildcards.n)
+    settings = study.finetune_settings(config, name, task, wildcards.variant, n)
+    return cli_args(study.values(settings))
 
 
 def notebook_inputs(wildcards):

@@ -1,0 +1,208 @@
+"""The study a workflow config describes: its runs, the settings of each run, and the
+pre-flight check of every job.
+
+The workflow (workflow/rules/common.smk) asks this module which fine-tuning runs exist and
+which settings each `raft` command gets -- the config keys are the commands' flags -- and,
+before any job is scheduled, calls `preflight`, which applies the commands' own rules
+(`raft.checks`, and N against each task's train pool) to every job and names the config key
+of the first setting that breaks one.
+
+A fine-tuning setting is looked up in layers, the first that sets it wins: ``glue.efficient``
+(parameter-efficient study only), then ``<section>.low_data`` or ``<section>.full_data``, then
+the section (``glue`` / ``squad``), then the top level (``precision``). A value may be a number
+or a mapping keyed by task or by variant, with an optional ``default``:
+``rational_lr: {default: 1.0e-3, sst2: 5.0e-3}``, ``max_seq_length: {bert: 384, raft: 128}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from raft import checks, settings
+
+VARIANTS = ("bert", "raft")
+STUDIES = ("glue", "glue_efficient", "squad")
+EFFICIENT_MODE = {"raft": "raf_head", "bert": "bias_head"}  # matched trainable-parameter budgets
+# keys of a fine-tuning section that shape the grid rather than set a flag
+STRUCTURE = ("tasks", "mode", "low_data", "full_data", "efficient")
+RUNTIME = ("precision",)  # top-level keys a section may override
+RUN_SETTINGS = {"glue": settings.Finetune, "squad": settings.SquadFinetune}  # a run's flags
+
+
+class ConfigError(ValueError):
+    """A config value that a command would reject; the message names the key (and the job)."""
+
+
+def section_of(study: str) -> str:
+    return "squad" if study == "squad" else "glue"
+
+
+# ------------------------------------------------------------------------------ runs
+def runs(config: dict, study: str) -> list[tuple[str, str, int | str, int]]:
+    """(task, variant, N, seed) of every run of a study; N is an int or "full"."""
+    variants = config["variants"]
+    if study == "glue_efficient":
+        eff = config["glue"]["efficient"]
+        return [(t, v, n, s) for t in eff["tasks"] for v in variants for n in eff["sizes"] for s in eff["seeds"]]
+    section = config[study]
+    grid = [(n, s) for n in section["low_data"]["sizes"] for s in section["low_data"]["seeds"]]
+    grid += [("full", s) for s in section["full_data"]["seeds"]]
+    tasks = section["tasks"] if study == "glue" else ["squad"]
+    return [(t, v, n, s) for t in tasks for v in variants for n, s in grid]
+
+
+def mode(config: dict, study: str, variant: str) -> str:
+    """The run's --mode: 'frozen_rafs' means 'full' for bert (it has no RAFs to freeze)."""
+    if study == "glue_efficient":
+        return EFFICIENT_MODE[variant]
+    value = config[study]["mode"]
+    return "full" if value == "frozen_rafs" and variant == "bert" else value
+
+
+# ------------------------------------------------------------------------------ settings
+def _layers(config: dict, study: str, n) -> list[tuple[str, dict]]:
+    name = section_of(study)
+    section = config[name]
+    kind = "full_data" if n == "full" else "low_data"
+    layers = [(f"{name}.{kind}", section[kind]), (name, section), ("", {k: config[k] for k in RUNTIME})]
+    if study == "glue_efficient":
+        layers.insert(0, ("glue.efficient", section["efficient"]))
+    return layers
+
+
+def setting(config: dict, study: str, key: str, *, task: str, variant: str, n) -> tuple[object, str]:
+    """(value, config key) of one fine-tuning setting of a run; (None, key) when unset."""
+    for where, layer in _layers(config, study, n):
+        value = layer.get(key)
+        if value is None:
+            continue
+        path = f"{where}.{key}" if where else key
+        if isinstance(value, dict):
+            pick = variant if variant in value else task if task in value else "default"
+            if pick not in value:
+                raise ConfigError(f"invalid configuration value at '{path}': {value} has no value for "
+                                  f"{variant} / {task} and no 'default'")
+            return value[pick], f"{path}.{pick}"
+        return value, path
+    return None, f"{section_of(study)}.{key}"
+
+
+def finetune_settings(config: dict, study: str, task: str, variant: str, n) -> dict[str, tuple[object, str]]:
+    """{flag: (value, config key)} of a `raft finetune-glue` / `finetune-squad` run."""
+    cls = RUN_SETTINGS[section_of(study)]
+    out = {}
+    for f in dataclasses.fields(cls):
+        value, key = setting(config, study, f.name, task=task, variant=variant, n=n)
+        out[f.name] = (f.default, key) if value is None else (value, key)
+    return out
+
+
+def pretrain_settings(config: dict, variant: str) -> dict[str, tuple[object, str]]:
+    """{flag: (value, config key)} of `raft pretrain` for one variant.
+
+    The fields of `raft.settings` Model, Rational (flags rational_*; raft only: the RAF
+    options mean nothing for bert, and keeping them out keeps its rerun triggers apart) and
+    Pretrain, valued from their config sections.
+    """
+    out = {"variant": (variant, "variants")}
+    classes = [settings.Model, settings.Rational, settings.Pretrain]
+    for cls in classes if variant == "raft" else [c for c in classes if c is not settings.Rational]:
+        section = config[cls.SECTION]
+        for f in dataclasses.fields(cls):
+            out[cls.PREFIX + f.name] = (section.get(f.name, f.default), f"{cls.SECTION}.{f.name}")
+    out.update({k: (config[k], k) for k in RUNTIME})
+    return out
+
+
+def corpus_settings(config: dict) -> dict[str, tuple[object, str]]:
+    """{flag: (value, config key)} of `raft prepare-corpus` (the fields of `settings.Corpus`)."""
+    return {f.name: (config["corpus"].get(f.name, f.default), f"corpus.{f.name}")
+            for f in dataclasses.fields(settings.Corpus)}
+
+
+def checkpoint_key(config: dict, variant: str, data_dir: str | None) -> str:
+    """Digest of what a pretraining checkpoint depends on (the fields marked ``identity``):
+    a changed config starts a fresh checkpoint folder, an unchanged one resumes."""
+    import hashlib
+    import json
+
+    classes = [settings.Model, settings.Corpus, settings.Pretrain]
+    classes += [settings.Rational] if variant == "raft" else []
+    ident = {cls.SECTION: settings.identity(cls(**config[cls.SECTION])) for cls in classes}
+    ident.update(variant=variant, data_dir=data_dir)
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def values(settings: dict[str, tuple[object, str]]) -> dict[str, object]:
+    return {k: v for k, (v, _) in settings.items()}
+
+
+# ------------------------------------------------------------------------------ pre-flight
+def _apply(rule, settings: dict, job: str, *args) -> None:
+    """Run a `raft.checks` rule; re-raise its error naming the config key and the job."""
+    try:
+        rule(*args)
+    except checks.SettingError as exc:
+        _, path = settings.get(exc.key, (None, exc.key))
+        raise ConfigError(f"invalid configuration value at '{path}': {exc.value} {exc.why} ({job})") from None
+
+
+def _device(config: dict, rule: str) -> str:
+    return "cuda" if config["resources"][rule]["gpu"] > 0 else "cpu"
+
+
+def _has_rafs(config: dict, variant: str) -> bool:
+    layers, pooler = checks.parse_layer_spec(config["rational"]["layers"], config["model"]["num_layers"])
+    return variant == "raft" and bool(layers or pooler)
+
+
+def check_pretraining(config: dict) -> None:
+    for variant in config["variants"]:
+        s, job = pretrain_settings(config, variant), f"job: pretrain {variant}"
+        m, p = config["model"], config["pretrain"]
+        _apply(checks.check_model, s, job, m["hidden_size"], m["num_heads"])
+        if variant == "raft":
+            _apply(checks.check_rational, s, job, s["rational_layers"][0], s["rational_init"][0], m["num_layers"])
+        _apply(checks.check_positions, s, job, m["max_position_embeddings"], config["corpus"]["seq_len"])
+        world = max(1, config["resources"]["pretrain"]["gpu"])
+        _apply(checks.check_batch, s, job, p["batch_size"], p["per_device_batch_size"], world)
+        _apply(checks.check_precision, s, job, config["precision"], _device(config, "pretrain"))
+
+
+def check_finetuning(config: dict, study: str, pool_size) -> None:
+    """Every run of a study against the commands' rules; ``pool_size(task)`` -> train pool size."""
+    positions = config["model"]["max_position_embeddings"] or config["corpus"]["seq_len"]
+    rule = "finetune_squad" if study == "squad" else "finetune_glue"
+    seen = set()
+    for task, variant, n, _seed in runs(config, study):
+        if (task, variant, n) in seen:
+            continue
+        seen.add((task, variant, n))
+        s = finetune_settings(config, study, task, variant, n)
+        s["mode"] = (mode(config, study, variant), "glue.efficient" if study == "glue_efficient" else f"{study}.mode")
+        s["n"] = (n, "glue.efficient.sizes" if study == "glue_efficient" else f"{section_of(study)}.low_data.sizes")
+        job, v = f"job: {study} {task} {variant} n={n}", values(s)
+        _apply(checks.check_mode, s, job, v["mode"], _has_rafs(config, variant))
+        _apply(checks.check_max_seq_length, s, job, v["max_seq_length"], positions)
+        if study == "squad":
+            _apply(checks.check_squad_window, s, job, v["max_seq_length"], v["doc_stride"], v["max_query_length"])
+        _apply(checks.check_precision, s, job, v["precision"], _device(config, rule))
+        if n != "full":
+            _apply(checks.check_n, s, job, n, pool_size(task), task)
+
+
+def preflight(config: dict, data_dir: str | None) -> None:
+    """Check every job of the DAG before anything runs; raises `ConfigError` naming the key."""
+    from raft.data import glue, squad
+
+    sizes: dict[str, int] = {}
+
+    def pool_size(task: str) -> int:
+        if task not in sizes:
+            found = squad.split_sizes(data_dir) if task == "squad" else glue.split_sizes(task, data_dir)
+            sizes[task] = found["pool"]
+        return sizes[task]
+
+    check_pretraining(config)
+    for study in STUDIES:
+        check_finetuning(config, study, pool_size)

@@ -1,0 +1,216 @@
+"""One runtime for every training command: device, precision, autocast, grad scaler,
+seeding, processes (DDP rank / world / reductions), atomic JSON writes and exit codes.
+
+`raft pretrain`, `raft finetune-glue` / `finetune-squad` and `raft bench` all resolve their
+device and precision here, so ``precision: auto`` means the same everywhere: bf16 on a CUDA
+device that supports it, else fp16 (with a grad scaler); fp32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from raft import checks
+
+EXIT_USAGE = 2  # a problem found before any training (argparse's code too)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written on a signal; run the same command again
+
+
+class UsageError(Exception):
+    """A problem found before any training: printed as ``<prog>: error: <message>``, exit 2."""
+
+
+def run_command(prog: str, fn, args) -> int:
+    """Call ``fn(args)``; a `UsageError` becomes ``<prog>: error: <message>`` and exit code 2."""
+    try:
+        return int(fn(args) or 0)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def check(rule, *args):
+    """Run a `raft.checks` rule; its error becomes a `UsageError` naming the flag."""
+    try:
+        return rule(*args)
+    except checks.SettingError as exc:
+        raise UsageError(exc.as_flag()) from None
+
+
+# ------------------------------------------------------------------------------ device
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) from one integer."""
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def set_num_threads(num_threads: int | None) -> None:
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
+    """``name`` ("cpu", "cuda", "cuda:1"; None or "auto": CUDA when present, else the CPU)."""
+    if name and name != "auto":
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"device {name!r} requested but CUDA is not available")
+        return dev
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """Concrete precision ("fp32", "bf16" or "fp16") for ``precision`` on ``device``.
+
+    "auto" (or None): bf16 on a CUDA device that supports it, else fp16; fp32 on the CPU
+    (CPU bf16 autocast is slower than fp32 on most CPUs). fp16 needs a CUDA device.
+    """
+    precision = precision or "auto"
+    if precision not in checks.PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; expected one of {checks.PRECISIONS}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    check(checks.check_precision, precision, device.type)
+    return precision
+
+
+def device_description(device: torch.device, precision: str | None = None, world: int = 1) -> str:
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        desc = f"cuda ({torch.cuda.get_device_name(idx)})"
+    else:
+        desc = f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+    if world > 1:
+        desc += f" x{world}"
+    return f"{desc}, {precision}" if precision else desc
+
+
+@dataclass
+class Runtime:
+    """Where and how a model runs: device, resolved precision, grad scaler (fp16 only)."""
+
+    device: torch.device
+    precision: str = "fp32"  # resolved: fp32 | bf16 | fp16
+    scaler: object | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, device: torch.device, precision: str | None) -> "Runtime":
+        resolved = resolve_precision(precision, device)
+        if device.type == "cuda":  # TF32 matmuls (fp32 master weights keep their precision)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        scaler = torch.amp.GradScaler(device.type) if resolved == "fp16" else None
+        return cls(device=device, precision=resolved, scaler=scaler)
+
+    def autocast(self):
+        return autocast(self.device, self.precision)
+
+    def describe(self, world: int = 1) -> str:
+        return device_description(self.device, self.precision, world)
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for a resolved precision (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------ processes
+class Dist:
+    """Rank / world of this process (torchrun's environment) and the reductions training needs."""
+
+    def __init__(self, device_name: str | None = "auto"):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = select_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.initialized_here = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.initialized_here = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        return self.sum(float(flag))[0] > 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.initialized_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ files
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(path, obj, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` via a temporary file + fsync + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_jsonable(obj), f, indent=indent, allow_nan=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,157 @@
+"""raft.study: the runs and settings a config gives, and the pre-flight check of every job
+(in process, on configs completed by the workflow's own schema; tests/test_workflow_paper.py
+checks the same through `snakemake -n`)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from raft import checks, study
+from raft.study import ConfigError, preflight
+from test_workflow import CONFIG, REPO, merged_config
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def config_of(*files, **changes) -> dict:
+    """config.yaml + overlays + nested changes ({"squad.doc_stride": 200}), schema defaults filled."""
+    cfg = merged_config(*files)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    validate(cfg, str(SCHEMA), set_default=True)
+    return cfg
+
+
+PAPER = CONFIG / "paper.yaml"
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return config_of(PAPER)
+
+
+def flags(cfg, name, task, variant, n):
+    return study.values(study.finetune_settings(cfg, name, task, variant, n))
+
+
+# ------------------------------------------------------------------------------ settings
+def test_paper_glue_settings_as_the_authors(paper):
+    low = flags(paper, "glue", "rte", "raft", 100)
+    assert (low["epochs"], low["patience"], low["lr"], low["batch_size"]) == (20, 10, 5e-5, 32)
+    assert (low["weight_decay"], low["adam_eps"], low["precision"]) == (0.1, 1e-6, "fp32")
+    per_task = {t: flags(paper, "glue", t, "raft", 100)["rational_lr"] for t in paper["glue"]["tasks"]}
+    assert per_task == {"cola": 1e-3, "sst2": 5e-3, "mrpc": 1e-4, "stsb": 1e-3, "qqp": 5e-4, "mnli": 5e-4,
+                        "qnli": 1e-4, "rte": 1e-3}
+    full = flags(paper, "glue", "rte", "bert", "full")
+    assert (full["epochs"], full["patience"]) == (3, 2)
+
+
+def test_paper_efficient_and_squad_settings(paper):
+    bert, raft = (flags(paper, "glue_efficient", "rte", v, 100) for v in ("bert", "raft"))
+    assert (bert["lr"], raft["lr"], raft["rational_lr"]) == (1e-2, 5e-3, 1e-3)
+    assert (raft["epochs"], raft["patience"]) == (30, 20)
+    assert study.mode(paper, "glue_efficient", "bert") == "bias_head"
+    assert study.mode(paper, "glue_efficient", "raft") == "raf_head"
+    sq = flags(paper, "squad", "squad", "raft", "full")
+    assert (sq["max_seq_length"], sq["doc_stride"], sq["adam_eps"], sq["precision"]) == (384, 128, 1e-8, "fp32")
+    assert study.mode(paper, "squad", "raft") == "frozen_rafs" and study.mode(paper, "squad", "bert") == "full"
+    seeds = {(n, s) for _, v, n, s in study.runs(paper, "squad") if v == "raft"}
+    assert len(seeds) == 3 * 10 + 6
+    assert {s for n, s in seeds if n == "full"} == {2022, 2259, 5309, 202206, 20220602, 49}
+
+
+def test_paper_pretraining_settings(paper):
+    raft = study.values(study.pretrain_settings(paper, "raft"))
+    assert raft["max_position_embeddings"] == 512 and raft["rational_init"] == "gelu_paper"
+    assert (raft["batch_size"], raft["max_steps"], raft["lr"]) == (4096, 23000, 7e-4)
+    bert = study.pretrain_settings(paper, "bert")
+    assert not any(k.startswith("rational_") for k in bert)
+
+
+def test_authors_squad_windows_per_variant():
+    cfg = config_of(PAPER, CONFIG / "paper_authors_squad.yaml")
+    got = {(v, n): (f["max_seq_length"], f["doc_stride"])
+           for v in ("bert", "raft") for n in (100, "full") for f in [flags(cfg, "squad", "squad", v, n)]}
+    assert got == {("bert", 100): (128, 0), ("raft", 100): (128, 0),
+                   ("bert", "full"): (384, 240), ("raft", "full"): (128, 0)}
+    _, key = study.setting(cfg, "squad", "doc_stride", task="squad", variant="bert", n="full")
+    assert key == "squad.full_data.doc_stride.bert"
+    preflight(cfg, None)  # every window fits the 512 positions and its stride
+
+
+def test_a_new_section_key_becomes_a_flag(paper):
+    """A key added to a fine-tuning section reaches the command line with no other change."""
+    cfg = copy.deepcopy(paper)
+    cfg["glue"]["warmup_ratio"] = 0.06
+    assert flags(cfg, "glue", "rte", "bert", 100)["warmup_ratio"] == 0.06
+
+
+# ------------------------------------------------------------------------------ pre-flight
+BAD = {
+    # name: (changes on paper.yaml, the key the error must name, words of the message)
+    "window_vs_positions": ({"model.max_position_embeddings": 128}, "squad.max_seq_length",
+                            "exceeds the pretrained model's 128 position embeddings"),
+    "stride_vs_window": ({"squad.full_data.doc_stride": {"default": 128, "raft": 320}},
+                         "squad.full_data.doc_stride.raft", "must be smaller than the context part"),
+    "n_vs_pool": ({"glue.tasks": ["rte", "wnli"]}, "glue.low_data.sizes",
+                  "1000 is larger than the wnli train pool (476 examples)"),
+    "efficient_n_vs_pool": ({"glue.efficient.tasks": ["wnli"], "glue.efficient.sizes": [500]},
+                            "glue.efficient.sizes", "larger than the wnli train pool"),
+    "squad_n_vs_pool": ({"squad.low_data.sizes": [100, 70000]}, "squad.low_data.sizes",
+                        "larger than the squad train pool"),
+    "batch_vs_devices": ({"pretrain.batch_size": 4000}, "pretrain.batch_size",
+                         "not divisible by per_device_batch_size 128 x 4 processes"),
+    "fp16_on_cpu": ({"glue.precision": "fp16", "resources.finetune_glue.gpu": 0}, "glue.precision",
+                    "needs a CUDA device"),
+    "pretrain_fp16_on_cpu": ({"precision": "fp16", "resources.pretrain.gpu": 0}, "precision",
+                             "needs a CUDA device"),
+    "layers_vs_model": ({"rational.layers": "0-20"}, "rational.layers", "valid: 0-11"),
+    "unknown_init": ({"rational.init": "swish"}, "rational.init", "known: gelu"),
+    "positions_vs_corpus": ({"model.max_position_embeddings": 64}, "model.max_position_embeddings",
+                            "smaller than the pretraining sequence length 128"),
+    "heads": ({"model.num_heads": 5}, "model.num_heads", "does not divide hidden_size 768"),
+    "efficient_without_rafs": ({"rational.layers": "none"}, "glue.efficient", "needs a RAFT model"),
+    "per_variant_without_default": ({"squad.max_seq_length": {"bert": 384}}, "squad.max_seq_length",
+                                    "no value for raft"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_preflight_names_the_key(name):
+    changes, key, words = BAD[name]
+    cfg = config_of(PAPER, **changes)
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, None)
+    assert f"invalid configuration value at '{key}" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_preflight_passes_the_paper_grid_with_local_data(paper, data_dir):
+    """N = 1000 exceeds the RTE and MRPC dev parts (623, 917): allowed, the whole dev part is used."""
+    preflight(paper, str(data_dir))
+    from raft.data.glue import split_sizes
+
+    assert split_sizes("rte", data_dir)["dev_part"] < 1000 and split_sizes("mrpc", data_dir)["dev_part"] < 1000
+
+
+def test_rules_are_the_commands_rules():
+    """The checks the pre-flight applies are the ones the commands raise (one owner)."""
+    with pytest.raises(checks.SettingError) as err:
+        checks.check_squad_window(128, 128, 64)
+    assert err.value.as_flag().startswith("--doc-stride 128 must be smaller")
+    from raft.data import squad
+
+    with pytest.raises(ValueError, match="doc_stride=128 must be smaller"):
+        squad.prepare_train_features({"question": [], "context": []}, None, max_seq_length=128, doc_stride=128)
+
+
+def test_schema_file_parses():
+    assert yaml.safe_load(SCHEMA.read_text())["properties"]["squad"]["properties"]["max_seq_length"]["default"] == 384

@@ -1,0 +1,144 @@
+"""config/paper.yaml at its real grid shape: the command lines its rules build (dry runs), its
+pre-flight check, and -- slow -- the whole DAG run end to end with config/paper_rehearsal.yaml,
+which shrinks only the model, steps, epochs, seeds, corpus and test sets."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pandas as pd
+import pytest
+
+from test_workflow import CONFIG, dry_run, expected_outputs, merged_config, output_of, run_snakemake
+
+PAPER = CONFIG / "paper.yaml"
+REHEARSAL = CONFIG / "paper_rehearsal.yaml"
+AUTHORS_SQUAD = CONFIG / "paper_authors_squad.yaml"
+TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
+
+
+def commands(text: str, command: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if f"raft {command} " in ln or f"raft.cli {command} " in ln]
+
+
+def the(lines: list[str], *words: str) -> str:
+    found = [ln for ln in lines if all(re.search(rf"{re.escape(w)}(\s|$)", ln) for w in words)]
+    assert len(found) == 1, (words, len(found))
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory):
+    proc = dry_run(tmp_path_factory.mktemp("paper"), "--configfile", PAPER)
+    assert proc.returncode == 0, output_of(proc)
+    return proc.stdout
+
+
+def test_paper_command_lines_glue(paper_dry_run):
+    glue = commands(paper_dry_run, "finetune-glue")
+    assert len(glue) == 8 * 2 * (3 * 10 + 6) + 8 * 2 * 10
+    rational_lr = {"cola": "0.001", "sst2": "0.005", "mrpc": "0.0001", "stsb": "0.001", "qqp": "0.0005",
+                   "mnli": "0.0005", "qnli": "0.0001", "rte": "0.001"}
+    for task, lr in rational_lr.items():
+        line = the(glue, f"--task {task}", "--n 300", "--seed 53", "results/glue/" + task + "/raft/n300/seed53/metrics.json")
+        assert f"--rational-lr {lr} " in line
+        for flag in ("--epochs 20", "--patience 10", "--lr 5e-05", "--weight-decay 0.1", "--batch-size 32",
+                     "--max-seq-length 128", "--adam-eps 1e-06", "--precision fp32", "--mode full"):
+            assert flag in line, (flag, line)
+    full = the(glue, "--task mnli", "--n full", "--seed 49", "results/glue/mnli/bert/nfull/seed49/metrics.json")
+    assert "--epochs 3 --patience 2" in full
+    bert = the(glue, "--task rte", "--seed 622", "results/glue_efficient/rte/bert/n100/seed622/metrics.json")
+    raft = the(glue, "--task rte", "--seed 622", "results/glue_efficient/rte/raft/n100/seed622/metrics.json")
+    assert "--mode bias_head" in bert and "--lr 0.01 " in bert and "--epochs 30 --patience 20" in bert
+    assert "--mode raf_head" in raft and "--lr 0.005 --rational-lr 0.001 " in raft
+    assert not any("--task wnli" in ln for ln in glue)
+
+
+def test_paper_command_lines_squad_and_pretrain(paper_dry_run):
+    squad = commands(paper_dry_run, "finetune-squad")
+    assert len(squad) == 2 * (3 * 10 + 6)
+    for line in squad:
+        for flag in ("--max-seq-length 384", "--doc-stride 128", "--max-query-length 64", "--adam-eps 1e-08",
+                     "--precision fp32", "--lr 0.0001"):
+            assert flag in line, (flag, line)
+    assert {re.search(r"--seed (\d+)", ln)[1] for ln in squad if "--n full" in ln} == {
+        "2022", "2259", "5309", "202206", "20220602", "49"}
+    assert "--mode frozen_rafs" in the(squad, "--n 1000", "--seed 320", "results/squad/raft/n1000/seed320/metrics.json")
+    raft = the(commands(paper_dry_run, "pretrain"), "--variant raft")
+    for flag in ("--max-position-embeddings 512", "--rational-init gelu_paper", "--batch-size 4096",
+                 "--per-device-batch-size 128", "--max-steps 23000", "--precision auto"):
+        assert flag in raft, flag
+
+
+def test_authors_squad_windows_reach_the_commands(tmp_path):
+    proc = dry_run(tmp_path, "--configfile", PAPER, AUTHORS_SQUAD)
+    assert proc.returncode == 0, output_of(proc)
+    squad = commands(proc.stdout, "finetune-squad")
+    bert_full = the(squad, "--seed 49", "results/squad/bert/nfull/seed49/metrics.json")
+    raft_full = the(squad, "--seed 49", "results/squad/raft/nfull/seed49/metrics.json")
+    low = the(squad, "--seed 49", "results/squad/bert/n100/seed49/metrics.json")
+    assert "--max-seq-length 384 --doc-stride 240" in bert_full
+    assert "--max-seq-length 128 --doc-stride 0" in raft_full and "--max-seq-length 128 --doc-stride 0" in low
+
+
+def test_paper_constraint_rejected_when_the_dag_is_built(tmp_path):
+    """A window longer than the pretrained positions stops `snakemake -n` naming the key and job."""
+    overlay = tmp_path / "short_positions.yaml"
+    overlay.write_text("model:\n  max_position_embeddings: 128\n")
+    proc = dry_run(tmp_path, "--configfile", PAPER, overlay)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "invalid configuration value at 'squad.max_seq_length': 384 exceeds the pretrained model's 128" in err
+    assert "(job: squad squad " in err
+    assert "rule prepare_corpus" not in err  # nothing was scheduled
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("paper_rehearsal")
+    t0 = time.perf_counter()
+    proc = run_snakemake("--cores", "2", "--configfile", PAPER, REHEARSAL, "--config", f"data_dir={data_dir}",
+                         workdir=workdir, timeout=2400)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        logs = "\n".join(f"=== {p.relative_to(workdir)}\n{p.read_text()[-2000:]}"
+                         for p in sorted((workdir / "results/logs").rglob("*.log"))[-6:])
+        pytest.fail(f"paper rehearsal failed after {elapsed:.0f} s\n{output_of(proc)[-5000:]}\n{logs}")
+    print(f"\npaper rehearsal (the paper's grid, tiny model): {elapsed:.0f} s wall")
+    return workdir
+
+
+@pytest.mark.slow
+def test_paper_grid_runs_end_to_end(rehearsal):
+    cfg = merged_config(PAPER, REHEARSAL)
+    missing = [p for p in expected_outputs(cfg) if not (rehearsal / p).exists()]
+    assert not missing, missing
+    summary = pd.read_csv(rehearsal / "results/tables/glue_summary.csv", dtype={"n": str})
+    assert {(t, n) for t, n in zip(summary.task, summary.n)} >= {(t, n) for t in TASKS
+                                                                 for n in ("100", "300", "1000", "full")}
+    squad = pd.read_csv(rehearsal / "results/tables/squad_summary.csv", dtype={"n": str})
+    assert set(squad.n) == {"100", "300", "1000", "full"}
+    assert set(pd.read_csv(rehearsal / "results/tables/glue_efficient_summary.csv").task) >= set(TASKS)
+
+
+@pytest.mark.slow
+def test_paper_grid_records_what_it_used(rehearsal):
+    res = rehearsal / "results"
+    for task, dev_part in (("rte", 623), ("mrpc", 917)):
+        m = json.loads((res / f"glue/{task}/raft/n1000/seed2022/metrics.json").read_text())
+        assert m["sizes"]["train"] == 1000 and m["sizes"]["dev"] == dev_part and m["dev_sampling"] == "whole"
+        assert any("whole dev part" in note for note in m["data_notes"])
+    m = json.loads((res / "glue/cola/raft/n1000/seed2022/metrics.json").read_text())
+    assert m["sizes"]["dev"] == 1000 and m["dev_sampling"] == "sampled"
+    for n in ("100", "full"):
+        m = json.loads((res / f"squad/bert/n{n}/seed2022/metrics.json").read_text())
+        hp = m["hyperparameters"]
+        assert (hp["max_seq_length"], hp["doc_stride"], hp["adam_eps"], hp["precision"]) == (384, 128, 1e-8, "fp32")
+    pre = json.loads((res / "pretrain/raft/metrics.json").read_text())
+    assert pre["model"]["max_position_embeddings"] == 512 and pre["rational"]["init"] == "gelu_paper"
+    assert pre["hyperparameters"]["batch_size"] == 4096 and pre["hyperparameters"]["gradient_accumulation_steps"] == 32
+    html = (res / "notebooks/squad.html").read_text()
+    assert "positions 128..383 were never trained" in html
