@@ -9,7 +9,9 @@ Kernel: forward (no grad) and forward+backward (x and the 10 coefficients get gr
 F.gelu and of the rational on the given shapes; fp32 on CPU, fp32 and bf16 on CUDA.
 Models: one optimizer step (forward, backward, AdamW) of a BERT and a RAFT masked-LM of the
 same shape (sparse MLM head: only masked positions are projected onto the vocabulary, as in
-pretraining); seeds and data are identical.
+pretraining); seeds and data are identical. Device and precision come from
+`raft.train.runtime`, as in pretraining: ``auto`` precision (bf16 autocast on a GPU that
+supports it, else fp16 with a grad scaler; fp32 on the CPU).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from raft import rational as R
+from raft.train import runtime
+
+PROG = "raft bench"
 
 KERNEL_SHAPES = [(32, 128, 3072), (8, 128, 1024)]
 # name -> (layers, hidden, heads, ffn, batch, quick batch)
@@ -132,17 +137,22 @@ def bench_kernel(shape, dtype, device, backends, repeats, warmup) -> list[dict]:
 
 
 # ------------------------------------------------------------------ models
-def _mlm_step(model, opt, batch):
-    """One pretraining step with a sparse MLM head (vocabulary projection of masked positions only);
-    bf16 autocast on CUDA, fp32 on CPU."""
+def _mlm_step(model, opt, batch, rt: runtime.Runtime):
+    """One pretraining step with a sparse MLM head (vocabulary projection of masked positions only),
+    in the runtime's precision (``auto``: bf16 autocast on CUDA, fp32 on CPU)."""
     input_ids, labels = batch
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=input_ids.is_cuda):
+    with rt.autocast():
         hidden = model.bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))[0]
         sel = labels != -100
         logits = model.cls(hidden[sel])
     loss = F.cross_entropy(logits.float(), labels[sel])
-    loss.backward()
-    opt.step()
+    if rt.scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        rt.scaler.scale(loss).backward()
+        rt.scaler.step(opt)
+        rt.scaler.update()
     opt.zero_grad(set_to_none=True)
 
 
@@ -166,17 +176,18 @@ def bench_models(name, device, backends, args) -> dict:
     for variant in ("bert", "raft"):
         torch.manual_seed(0)
         model = RaftForMaskedLM(make_config(variant, **sizes)).to(device).train()
-        models[variant] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        models[variant] = (model, opt, runtime.Runtime.create(device, "auto"))  # one grad scaler per model
 
     def step(variant, backend=None):
-        model, opt = models[variant]
+        model, opt, rt = models[variant]
 
         def run():
             if backend is None:
-                _mlm_step(model, opt, data)
+                _mlm_step(model, opt, data, rt)
             else:
                 with _backend_env(backend):
-                    _mlm_step(model, opt, data)
+                    _mlm_step(model, opt, data, rt)
         return run
 
     repeats = args.repeats if not args.quick else max(3, args.repeats // 2)
@@ -185,7 +196,7 @@ def bench_models(name, device, backends, args) -> dict:
     return {
         "model": name, "layers": layers, "hidden": hidden, "heads": heads, "ffn": ffn,
         "batch": batch, "seq_len": args.seq_len, "vocab_size": args.vocab_size, "device": device.type,
-        "autocast": "bf16" if device.type == "cuda" else None,
+        "autocast": None if models["raft"][2].precision == "fp32" else models["raft"][2].precision,
         "bert_step_ms": {b: 1e3 * m["bert"] for b, m in med.items()},
         "raft_step_ms": {b: 1e3 * m["raft"] for b, m in med.items()},
         "ratio": {b: m["raft"] / m["bert"] for b, m in med.items()},
@@ -202,14 +213,16 @@ def _parse_shapes(text):
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    return runtime.run_command(PROG, _bench, args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    runtime.set_num_threads(args.threads)
+    device = runtime.select_device(args.device)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         if b not in R.BACKENDS:
-            raise SystemExit(f"raft bench: unknown backend {b!r}; choose from {R.BACKENDS}")
+            raise runtime.UsageError(f"unknown backend {b!r}; choose from {R.BACKENDS}")
     dtypes = [torch.float32] + ([torch.bfloat16] if device.type == "cuda" else [])
 
     t = time.perf_counter()
@@ -242,7 +255,7 @@ def main(args: argparse.Namespace) -> int:
               "(ms; forward+backward+AdamW, sparse MLM head)")
     for name in names:
         if name not in MODEL_SHAPES:
-            raise SystemExit(f"raft bench: unknown model shape {name!r}; choose from {sorted(MODEL_SHAPES)}")
+            raise runtime.UsageError(f"unknown model shape {name!r}; choose from {sorted(MODEL_SHAPES)}")
         row = bench_models(name, device, backends, args)
         result["models"].append(row)
         for b in backends:

@@ -28,24 +28,37 @@ Outside the fit interval
     2.9e-3 on [-3, 3]) gives 11.44 and -0.49; "gelu_wide" (Gaussian-weighted fit on [-10, 10],
     3.4e-3 on [-3, 3], 1.4e-2 on [-10, 10]) gives 9.99 and -0.01. Learned RAFs can drift anywhere.
 
-Backends (environment variable RAFT_RATIONAL_BACKEND = auto | cpp | compile | eager)
+Backends (environment variable RAFT_RATIONAL_BACKEND = auto | cpp | triton | compile | eager)
     auto     CPU tensors: the fused C++ kernel (raft/kernels/rational_cpu.cpp, JIT-built on first
-             use, cached in the torch extensions dir or $RAFT_EXTENSIONS_DIR); if it cannot be
-             built, one warning and the eager path. Other devices (CUDA): `torch.compile` of the
-             analytic forward/backward formulas (eager if compilation fails, with one warning).
+             use, cached in $RAFT_EXTENSIONS_DIR, $TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions
+             under a name hashing source, flags, torch and Python; see "the C++ kernel build"); if it
+             cannot be built, one warning and the eager path. CUDA tensors: the fused Triton kernels
+             (raft/kernels/rational_triton.py) when Triton is importable; else (one warning) `torch.compile`
+             of the analytic forward/backward formulas, else (one warning) eager. Other devices: compile.
     cpp      the C++ kernel for CPU tensors (raises if it cannot be built); compile elsewhere.
+    triton   the Triton kernels (raises if Triton is missing or the device unsupported). With
+             TRITON_INTERPRET=1 set before triton is first imported they run in Triton's
+             interpreter and take CPU tensors (slow; how the tests check them without a GPU).
     compile  `torch.compile` of the formulas.  eager: the same formulas, op by op (slow).
     Inside an outer `torch.compile` graph the formulas are traced, so the outer compiler fuses them.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import hashlib
 import json
 import math
 import os
-import re
+import platform
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+import sysconfig
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -55,11 +68,13 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from raft.checks import INITS_PATH  # noqa: F401  (the fits: raft fit-inits writes them)
+from raft.checks import inits_table as _inits
+
 __all__ = ["Rational", "rational", "rational_numpy", "init_coefficients", "available_inits"]
 
-INITS_PATH = Path(__file__).with_name("inits.json")
 KERNEL_SOURCE = Path(__file__).with_name("kernels") / "rational_cpu.cpp"
-BACKENDS = ("auto", "cpp", "compile", "eager")
+BACKENDS = ("auto", "cpp", "triton", "compile", "eager")
 _MAX_KERNEL_DEGREE = 16  # RAFT_MAX_DEG in the C++ kernel
 
 
@@ -75,12 +90,6 @@ def _check_degrees(degrees) -> tuple[int, int]:
     if m < 1 or n < 1:
         raise ValueError(f"degrees must be >= 1, got {degrees!r}")
     return m, n
-
-
-@functools.lru_cache(maxsize=None)
-def _inits() -> dict:
-    with open(INITS_PATH) as f:
-        return json.load(f)["inits"]
 
 
 def available_inits() -> list[str]:
@@ -100,7 +109,7 @@ def init_coefficients(init="gelu", degrees=(5, 4)) -> tuple[list[float], list[fl
         fits = table[init]["fits"]
         key = f"{m},{n}"
         if key not in fits:
-            raise ValueError(f"no {init!r} fit for degrees {(m, n)!r} in {INITS_PATH.name} "
+            raise ValueError(f"no {init!r} fit for degrees {(m, n)!r} in inits.json "
                              f"(available: {', '.join(sorted(fits))}); run `raft fit-inits --degrees {m} {n}`")
         return list(fits[key]["numerator"]), list(fits[key]["denominator"])
     try:
@@ -232,6 +241,7 @@ class _Cpp:
         self._module = None
         self._error: Exception | None = None
         self._lock = threading.Lock()
+        self.library: Path | None = None  # the loaded shared library (under its final folder)
 
     def module(self):
         """The compiled extension, or None if it cannot be built (error kept in `_error`)."""
@@ -239,7 +249,8 @@ class _Cpp:
             with self._lock:
                 if self._module is None and self._error is None:
                     try:
-                        self._module = _build_extension()
+                        self.library = _build_extension()
+                        self._module = torch.ops.raft_rational
                     except Exception as e:  # no compiler, no ninja, bad headers, ...
                         self._error = e
         return self._module
@@ -254,25 +265,275 @@ class _Cpp:
         return gx, ga.to(a.dtype), gb.to(b.dtype)
 
 
-def _build_extension():
+class _Triton:
+    """The fused Triton kernels (raft/kernels/rational_triton.py), imported on first use.
+
+    `fallback` (the auto choice): if a kernel call fails before any call has succeeded (no
+    usable GPU compiler, unsupported GPU), one warning and `fallback` from then on."""
+
+    name = "triton"
+
+    def __init__(self, fallback=None):
+        self._fallback = fallback
+        self._ok: set[str] = set()  # kernels that have run once (compiled fine)
+        self._failed = False
+
+    @staticmethod
+    def kernels():
+        """The kernel module, or None when Triton cannot be imported (error in `_TRITON_ERROR`)."""
+        global _TRITON_MODULE, _TRITON_ERROR
+        if _TRITON_MODULE is None and _TRITON_ERROR is None:
+            with _TRITON_LOCK:
+                if _TRITON_MODULE is None and _TRITON_ERROR is None:
+                    try:
+                        from raft.kernels import rational_triton
+                        _TRITON_MODULE = rational_triton
+                    except Exception as e:  # ImportError: no triton; anything else it raises on import
+                        _TRITON_ERROR = e
+        return _TRITON_MODULE
+
+    def _call(self, which, *args):
+        fn = getattr(self.kernels(), which)
+        if self._fallback is None or which in self._ok:
+            return fn(*args)
+        if not self._failed:
+            try:
+                out = fn(*args)
+                self._ok.add(which)
+                return out
+            except Exception as e:
+                self._failed = True
+                warnings.warn(f"raft.rational: the Triton kernel failed ({type(e).__name__}: {str(e)[:500]}); "
+                              f"using the {self._fallback.name} path", RuntimeWarning, stacklevel=3)
+        return getattr(self._fallback, which)(*args)
+
+    def forward(self, x, a, b):
+        return self._call("forward", x, a, b)
+
+    def backward(self, g, x, a, b, need_coef):
+        return self._call("backward", g, x, a, b, need_coef)
+
+
+_TRITON_MODULE = None
+_TRITON_ERROR: Exception | None = None
+_TRITON_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------ the C++ kernel build
+# A build happens in a private temporary folder beside its final place and is renamed into place
+# in one step when complete, so a folder under its final name is always a finished build: loading
+# it needs no lock, and a build killed half-way leaves only a temporary folder (removed later once
+# its builder is dead). The final name hashes all that changes the binary. The lock only keeps
+# several processes from compiling the same thing at once: it has a deadline, a stale one is
+# broken, and losing it costs at most a duplicate compile, never a wrong or half-built load.
+# RAFT_KERNEL_SOURCE overrides the kernel source (for tests).
+_CFLAGS = ["-O3", "-fopenmp"]  # per-ISA clones inside the source, no -march=native (shared caches)
+_LDFLAGS = ["-fopenmp"]        # `#pragma omp simd` and at::parallel_for (torch's own libgomp)
+_HOST = socket.gethostname()
+_STALE_TEMP_S = 24 * 3600      # a temporary build folder of another host is removed after this
+
+
+def _say(msg: str) -> None:
+    print(f"raft.rational: {msg}", file=sys.stderr, flush=True)
+
+
+def _extension_name(source: Path) -> str:
+    """raft_rational_cpu_<hash of the source, the flags, the torch build, the Python ABI>."""
+    digest = hashlib.sha256(source.read_bytes())
+    digest.update(json.dumps([_CFLAGS, _LDFLAGS, torch.__version__, torch.version.git_version,
+                              sysconfig.get_config_var("SOABI"), sys.implementation.cache_tag,
+                              platform.machine(), sys.platform]).encode())
+    return "raft_rational_cpu_" + digest.hexdigest()[:16]
+
+
+def _build_timeout() -> float:
+    raw = os.environ.get("RAFT_KERNEL_BUILD_TIMEOUT", "300")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"RAFT_KERNEL_BUILD_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _check_toolchain() -> None:
+    """Fail early, before any lock, when there is no compiler or ninja."""
+    from torch.utils.cpp_extension import get_cxx_compiler, verify_ninja_availability
+
+    cxx = get_cxx_compiler()
+    if not shlex.split(cxx) or shutil.which(shlex.split(cxx)[0]) is None:
+        raise RuntimeError(f"no C++ compiler: {cxx!r} not found (install g++ or set CXX)")
+    verify_ninja_availability()  # raises "Ninja is required to load C++ extensions"
+
+
+def _pid_dead(host, pid) -> bool:
+    """True when process `pid` of `host` is known to be gone (decidable on this host only)."""
+    if os.name != "posix" or host != _HOST or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    try:  # a killed process that its parent has not reaped yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _lock_owner(lock: Path) -> dict:
+    try:
+        owner = json.loads(lock.read_text())
+    except ValueError:  # being written by its creator, or not ours
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _stale_reason(lock: Path, timeout: float) -> str | None:
+    try:
+        owner, age = _lock_owner(lock), time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if _pid_dead(owner.get("host"), owner.get("pid")):
+        return f"its owner, pid {owner['pid']} on {owner['host']}, is dead"
+    if age > timeout:
+        return f"it is {age:.0f} s old, older than RAFT_KERNEL_BUILD_TIMEOUT={timeout:g} s"
+    return None
+
+
+def _acquire_lock(lock: Path, done, timeout: float) -> str | None:
+    """Create `lock`, waiting at most `timeout` s; our token, or None when `done()` became true
+    (another process installed the build) or the deadline passed (then build without the lock)."""
+    token, start, next_note = secrets.token_hex(8), time.monotonic(), 0.0
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": _HOST, "pid": os.getpid(), "token": token, "time": time.time()}, f)
+            return token
+        if done():
+            return None
+        reason = _stale_reason(lock, timeout)
+        if reason:
+            _say(f"breaking the stale C++ kernel build lock {lock}: {reason}")
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+            continue
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            _say(f"gave up after {waited:.0f} s waiting for the lock {lock} "
+                 f"(RAFT_KERNEL_BUILD_TIMEOUT={timeout:g}); building the C++ kernel privately")
+            return None
+        if waited >= next_note:
+            owner = _lock_owner(lock) if lock.exists() else {}
+            _say(f"waiting for another process to build the C++ kernel (lock {lock}, owner pid "
+                 f"{owner.get('pid', '?')} on {owner.get('host', '?')}); at most {timeout - waited:.0f} s "
+                 "more (RAFT_KERNEL_BUILD_TIMEOUT), then building privately")
+            next_note = waited + 30
+        time.sleep(0.25)
+
+
+def _release_lock(lock: Path, token: str) -> None:
+    with contextlib.suppress(OSError):
+        if _lock_owner(lock).get("token") == token:  # not one that replaced ours after a break
+            os.remove(lock)
+
+
+def _clean_stale_temps(root: Path) -> None:
+    """Remove temporary build folders whose builder is dead (this host) or that are a day old."""
+    for path in root.glob(".raft_rational_cpu_*.tmp-*"):
+        try:
+            host, pid, _ = path.name.split(".tmp-", 1)[1].rsplit("-", 2)
+            stale = _pid_dead(host, int(pid)) or time.time() - path.stat().st_mtime > _STALE_TEMP_S
+        except (ValueError, OSError):
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_into_place(source: Path, name: str, final: Path) -> None:
+    """Compile (and load) in a private folder beside `final`, then rename it to `final`."""
     from torch.utils.cpp_extension import load
 
-    # The torch version is part of the name: a cached build is never reused across torch ABIs.
-    name = "raft_rational_cpu_" + re.sub(r"\W", "_", torch.__version__)
-    build_dir = None
-    if os.environ.get("RAFT_EXTENSIONS_DIR"):
-        build_dir = os.path.join(os.environ["RAFT_EXTENSIONS_DIR"], name)
-        os.makedirs(build_dir, exist_ok=True)
-    # -O3 and per-ISA clones inside the source (no -march=native: caches may be shared across
-    # machines); -fopenmp for `#pragma omp simd` and at::parallel_for (torch's own libgomp).
-    # The library registers torch.ops.raft_rational.{forward,backward} when loaded.
-    load(name=name, sources=[str(KERNEL_SOURCE)], build_directory=build_dir, is_python_module=False,
-         extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
-    return torch.ops.raft_rational
+    tmp = final.with_name(f".{name}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        # The library registers torch.ops.raft_rational.{forward,backward} when loaded.
+        built = Path(load(name=name, sources=[str(source)], build_directory=str(tmp), is_python_module=False,
+                          extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False))
+        if built != tmp / f"{name}.so":  # torch adds _v1, _v2 to a name built twice in one process
+            os.replace(built, tmp / f"{name}.so")
+        try:
+            os.rename(tmp, final)  # atomic; fails when `final` exists (and is not empty)
+        except OSError:
+            if not (final / f"{name}.so").is_file():
+                raise
+            # another process installed the same build first: keep theirs, drop ours
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_extension() -> Path:
+    """Load the C++ kernel, building it first when needed; the library's path under its final folder."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    source = Path(os.environ.get("RAFT_KERNEL_SOURCE") or KERNEL_SOURCE)
+    name = _extension_name(source)
+    root = Path(os.environ.get("RAFT_EXTENSIONS_DIR") or os.environ.get("TORCH_EXTENSIONS_DIR")
+                or get_default_build_root())
+    final, library = root / name, root / name / f"{name}.so"
+    if not library.is_file():  # a folder under its final name is complete: loading needs no lock
+        _check_toolchain()
+        timeout = _build_timeout()
+        root.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temps(root)
+        lock = root / f"{name}.lock"
+        token = _acquire_lock(lock, library.is_file, timeout)
+        try:
+            if not library.is_file():
+                _build_into_place(source, name, final)
+                return library  # loaded by the build step (the same file, before the rename)
+        finally:
+            if token:
+                _release_lock(lock, token)
+    torch.ops.load_library(str(library))
+    return library
 
 
 _EAGER, _COMPILED, _CPP = _Eager(), _Compiled(), _Cpp()
-_warned_cpp = False
+_TRITON, _TRITON_AUTO = _Triton(), _Triton(fallback=_COMPILED)
+_warned_cpp = _warned_triton = False
+
+
+def _select_triton(x: torch.Tensor, choice: str):
+    """The Triton backend for `x`: forced (raises when unusable) or auto on CUDA (None when unusable)."""
+    global _warned_triton
+    kernels = _Triton.kernels()
+    if choice == "triton":
+        if kernels is None:
+            raise RuntimeError(f"raft.rational: backend 'triton' needs Triton, which cannot be imported "
+                               f"({type(_TRITON_ERROR).__name__}: {_TRITON_ERROR}); "
+                               "pip install 'raft-activations[gpu]'")
+        if not kernels.supports(x):
+            raise RuntimeError(
+                f"raft.rational: backend 'triton' cannot run on {x.device} tensors"
+                + (": CPU tensors need Triton's interpreter, TRITON_INTERPRET=1 set before triton is first "
+                   "imported (slow; for testing)" if x.device.type == "cpu" else ""))
+        return _TRITON
+    if kernels is not None and kernels.supports(x):
+        return _TRITON_AUTO
+    if not _warned_triton:
+        _warned_triton = True
+        warnings.warn(f"raft.rational: Triton is not available for {x.device} tensors "
+                      f"({type(_TRITON_ERROR).__name__}: {str(_TRITON_ERROR)[:300]}); using torch.compile. "
+                      "pip install 'raft-activations[gpu]' for the fused Triton kernels.",
+                      RuntimeWarning, stacklevel=4)
+    return None
 
 
 def _select(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, backend: str | None):
@@ -282,6 +543,10 @@ def _select(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, backend: str | No
         raise ValueError(f"rational backend must be one of {BACKENDS}, got {choice!r}")
     if choice == "eager":
         return _EAGER
+    if choice == "triton" or (choice == "auto" and x.device.type == "cuda"):
+        impl = _select_triton(x, choice)
+        if impl is not None:
+            return impl
     if choice == "compile" or x.device.type != "cpu":
         return _COMPILED
     # cpp or auto on a CPU tensor
@@ -335,7 +600,7 @@ def rational(x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor
              backend: str | None = None) -> torch.Tensor:
     """F(x) elementwise, fused forward and analytic backward (see the module docstring).
 
-    `backend` overrides $RAFT_RATIONAL_BACKEND for this call (auto | cpp | compile | eager).
+    `backend` overrides $RAFT_RATIONAL_BACKEND for this call (auto | cpp | triton | compile | eager).
     """
     if not x.is_floating_point():
         raise ValueError(f"rational expects a floating-point input, got dtype {x.dtype}")

@@ -62,7 +62,8 @@ class Corpus:
     text_unit: str = setting("blank-line", "source text: what one document is", identity=True,
                              choices=("blank-line", "line", "file"))
     hub_dataset: str = setting("wikimedia/wikipedia", "source hub: the dataset", identity=True)
-    hub_config: str | None = setting("20231101.en", "source hub: its config", identity=True)
+    hub_config: str | None = setting(None, "source hub: its config (default 20231101.en for wikimedia/wikipedia)",
+                                     identity=True)
     max_documents: int | None = setting(None, "use only the first N documents (default: all)", identity=True)
     vocab_file: str | None = setting(
         None, "WordPiece vocab.txt (default: <data-dir>/vocab/bert-base-uncased-vocab.txt, else the Hub's)",
@@ -79,7 +80,7 @@ class Pretrain:
     PREFIX: ClassVar[str] = ""
     max_steps: int = setting(23000, "optimiser steps", identity=True)
     batch_size: int = setting(4096, "global batch in sequences (accumulation fills it)", identity=True)
-    per_device_batch_size: int | None = setting(128, "micro-batch per process (default: batch / processes)")
+    per_device_batch_size: int | None = setting(None, "micro-batch per process (default: batch / processes)")
     lr: float = setting(7e-4, "peak learning rate", identity=True)
     warmup_ratio: float = setting(0.01, "fraction of steps with linear warmup", identity=True)
     weight_decay: float = setting(0.01, "AdamW weight decay (bias/LayerNorm 0)", identity=True)
@@ -150,9 +151,13 @@ def add_flags(parser: argparse.ArgumentParser, cls, title: str | None = None) ->
     """One flag per field of ``cls``, with its default, type, choices and help."""
     group = parser.add_argument_group(title or cls.SECTION)
     for f in dataclasses.fields(cls):
-        meta = f.metadata
+        meta, kind = f.metadata, _scalar_type(cls, f.name)
         default = f" (default {f.default})" if f.default is not None else ""
-        group.add_argument(flag(cls, f.name), dest=cls.PREFIX + f.name, type=_scalar_type(cls, f.name),
+        if kind is bool:  # --x / --no-x
+            group.add_argument(flag(cls, f.name), dest=cls.PREFIX + f.name, default=f.default,
+                               action=argparse.BooleanOptionalAction, help=meta["help"])
+            continue
+        group.add_argument(flag(cls, f.name), dest=cls.PREFIX + f.name, type=kind,
                            default=f.default, choices=meta["choices"], help=meta["help"] + default)
 
 

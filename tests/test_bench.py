@@ -21,3 +21,11 @@ def test_bench_smoke(tmp_path, monkeypatch):
     assert [r["backend"] for r in res["kernel"]] == ["cpp", "eager"]
     assert res["kernel"][0]["fwd_bwd_ratio"] > 0
     assert res["models"][0]["model"] == "tiny" and set(res["models"][0]["ratio"]) == {"cpp", "eager"}
+    assert res["models"][0]["autocast"] is None  # precision auto (raft.train.runtime): fp32 on the CPU
+
+
+def test_bench_bad_backend_is_a_usage_error(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.main(parser.parse_args(["--device", "cpu", "--backends", "cpp,fast"])) == 2
+    assert "raft bench: error: unknown backend 'fast'" in capsys.readouterr().err

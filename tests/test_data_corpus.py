@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from raft import settings
 from raft.data import corpus
 from raft.data.corpus import CorpusError, prepare_corpus, split_documents
 
@@ -145,8 +146,9 @@ def test_small_synthetic_corpus_and_trained_tokenizer(tmp_path):
     para = "the quick brown fox jumps over the lazy dog while the cat sleeps on a warm mat " * 12
     docs = [(f"Doc{i}", [para + f"number {i}.", para]) for i in range(10)] + [("Empty", [])]
     _write_wikiextractor(tmp_path / "wiki", [docs[:6], docs[6:]], [True, False])
-    stats = prepare_corpus(tmp_path / "out", source="wikiextractor", path=tmp_path / "wiki", vocab_size=120,
-                           seq_len=32, validation_fraction=0.2, seed=0)
+    stats = prepare_corpus(tmp_path / "out", settings.Corpus(source="wikiextractor", path=tmp_path / "wiki",
+                                                             vocab_size=120, seq_len=32, validation_fraction=0.2,
+                                                             seed=0))
     assert stats["tokenizer_kind"] == "trained" and stats["tokenizer"]["vocab_size"] <= 120
     assert stats["empty_documents_dropped"] == 1
     assert stats["train"]["documents"] == 8 and stats["validation"]["documents"] == 2
@@ -155,8 +157,9 @@ def test_small_synthetic_corpus_and_trained_tokenizer(tmp_path):
     assert arr.shape[1] == 32 and (arr[:, 0] == tok.cls_token_id).all() and (arr[:, -1] == tok.sep_token_id).all()
     assert tok.convert_ids_to_tokens(int(arr[0, 1])) == "the"
     # rerun into the same folder replaces the outputs
-    stats2 = prepare_corpus(tmp_path / "out", source="wikiextractor", path=tmp_path / "wiki", vocab_size=120,
-                            seq_len=32, validation_fraction=0.2, seed=0)
+    stats2 = prepare_corpus(tmp_path / "out", settings.Corpus(source="wikiextractor", path=tmp_path / "wiki",
+                                                              vocab_size=120, seq_len=32, validation_fraction=0.2,
+                                                              seed=0))
     assert stats2["train"] == stats["train"]
 
 
@@ -166,9 +169,9 @@ def test_text_source(tmp_path, data_dir):
     (tmp_path / "txt" / "a.txt").write_text(f"{body}\n\n{body}\n\n\n{body}\n", encoding="utf-8")
     with gzip.open(tmp_path / "txt" / "b.txt.gz", "wt", encoding="utf-8") as f:
         f.write(body + "\n")
-    stats = prepare_corpus(tmp_path / "out", source="text", path=tmp_path / "txt",
-                           vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt",
-                           seq_len=64, validation_fraction=0.25)
+    stats = prepare_corpus(tmp_path / "out", settings.Corpus(
+        source="text", path=tmp_path / "txt", vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt",
+        seq_len=64, validation_fraction=0.25))
     assert stats["source"] == "local" and stats["input"]["files"] == 2
     assert stats["train"]["documents"] + stats["validation"]["documents"] == 4
 
@@ -188,44 +191,47 @@ def test_hub_fallback_when_no_local_corpus(monkeypatch, tmp_path, data_dir):
     monkeypatch.setattr(datasets, "load_dataset", fake)
     empty_root = tmp_path / "root"
     empty_root.mkdir()
-    stats = prepare_corpus(tmp_path / "out", source="wikiextractor", data_dir=empty_root, max_documents=8,
-                           vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt", validation_fraction=0.25)
+    stats = prepare_corpus(tmp_path / "out", settings.Corpus(
+        source="wikiextractor", max_documents=8, vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt",
+        validation_fraction=0.25), data_dir=empty_root)
     assert calls == [("wikimedia/wikipedia", "20231101.en", {"split": "train", "streaming": True})]
     assert stats["source"] == "hub" and "fallback" in stats["input"]
     assert str(empty_root / "corpus" / "wikipedia-en") in stats["input"]["fallback"]
     assert stats["train"]["documents"] + stats["validation"]["documents"] == 8
     # explicit hub source with another dataset id / config
     calls.clear()
-    prepare_corpus(tmp_path / "out2", source="hub", hub_dataset="some/corpus", hub_config="en", max_documents=4,
-                   vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt", validation_fraction=0.25)
+    prepare_corpus(tmp_path / "out2", settings.Corpus(
+        source="hub", hub_dataset="some/corpus", hub_config="en", max_documents=4,
+        vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt", validation_fraction=0.25))
     assert calls[0][:2] == ("some/corpus", "en")
 
 
 def test_errors(tmp_path, data_dir):
     vocab = data_dir / "vocab" / "bert-base-uncased-vocab.txt"
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        prepare_corpus(tmp_path / "o", source="wikiextractor", path=tmp_path / "nowhere", vocab_file=vocab)
+        prepare_corpus(tmp_path / "o", settings.Corpus(source="wikiextractor", path=tmp_path / "nowhere",
+                                                       vocab_file=vocab))
     (tmp_path / "w" / "AA").mkdir(parents=True)
     (tmp_path / "w" / "AA" / "wiki_00").write_text('<doc id="1" url="u" title="T">\nT\n\n', encoding="utf-8")
     with pytest.raises(CorpusError, match=r"wiki_00:3: file ends inside a <doc>"):
-        prepare_corpus(tmp_path / "o", source="wikiextractor", path=tmp_path / "w", vocab_file=vocab)
+        prepare_corpus(tmp_path / "o", settings.Corpus(source="wikiextractor", path=tmp_path / "w", vocab_file=vocab))
     (tmp_path / "w" / "AA" / "wiki_00").write_text('<doc id="1" url="u" title="T">\nT\n</doc>\n', encoding="utf-8")
     with pytest.raises(CorpusError, match="empty corpus"):
-        prepare_corpus(tmp_path / "o", source="wikiextractor", path=tmp_path / "w", vocab_file=vocab)
+        prepare_corpus(tmp_path / "o", settings.Corpus(source="wikiextractor", path=tmp_path / "w", vocab_file=vocab))
     (tmp_path / "w" / "AA" / "wiki_00").write_text(
         '<doc id="1" url="u" title="T">\nT\n\nshort text.\n</doc>\n<doc id="2" url="u" title="U">\nU\n\nmore.\n</doc>\n',
         encoding="utf-8")
     with pytest.raises(CorpusError, match="fewer than one sequence"):
-        prepare_corpus(tmp_path / "o", source="wikiextractor", path=tmp_path / "w", vocab_file=vocab,
-                       validation_fraction=0.5)
+        prepare_corpus(tmp_path / "o", settings.Corpus(source="wikiextractor", path=tmp_path / "w", vocab_file=vocab,
+                                                       validation_fraction=0.5))
     # CLI: clear message, exit code 1
     assert _run_cli(["--output", str(tmp_path / "o"), "--path", str(tmp_path / "nowhere"),
                      "--vocab-file", str(vocab)]) == 1
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        prepare_corpus(tmp_path / "o", data_dir=tmp_path / "missing-root", vocab_file=vocab)
+        prepare_corpus(tmp_path / "o", settings.Corpus(vocab_file=vocab), data_dir=tmp_path / "missing-root")
 
 
-def test_cli_registered():
+def test_cli_registered(capsys):
     from raft.cli import COMMANDS
 
     assert COMMANDS["prepare-corpus"][0] == "raft.data.corpus"
@@ -236,8 +242,47 @@ def test_cli_registered():
                            "--max-documents", "3", "--seed", "1", "--num-proc", "2", "--data-dir", "r",
                            "--path", "p"])
     assert (a.vocab_size, a.seq_len, a.num_proc, a.max_documents) == (100, 64, 2, 3)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--output", "x", "--vocab-file", "v", "--vocab-size", "3"])
+    assert corpus.main(parser.parse_args(["--output", "x", "--vocab-file", "v", "--vocab-size", "3"])) == 1
+    assert "give either a vocab file or a vocab size, not both" in capsys.readouterr().err
+
+
+def test_flags_and_stats_settings_come_from_settings(monkeypatch, tiny, tmp_path, data_dir):
+    """The corpus flags and their defaults are `settings.Corpus`'s; stats.json's ``settings``
+    block is the settings given (a Hub dataset other than Wikipedia, left with the default
+    config, is loaded without a config, as before the settings had a default)."""
+    import dataclasses
+
+    import datasets
+    from datasets import Dataset
+
+    parser = argparse.ArgumentParser()
+    corpus.add_arguments(parser)
+    a = parser.parse_args(["--output", "x"])
+    assert a.seq_len == settings.Corpus().seq_len
+    assert settings.from_args(settings.Corpus, a) == settings.Corpus()
+    for f in dataclasses.fields(settings.Corpus):
+        assert parser.get_default(f.name) == f.default, f.name
+    assert {"--source", "--path", "--text-unit", "--hub-dataset", "--hub-config", "--max-documents", "--vocab-file",
+            "--vocab-size", "--seq-len", "--validation-fraction", "--seed"} <= set(parser._option_string_actions)
+    # the CLI run of the `tiny` fixture
+    cli = settings.Corpus(source="wikiextractor", max_documents=12, validation_fraction=0.25, seed=3, seq_len=128)
+    assert json.loads((tiny / "stats.json").read_text())["settings"] == settings.as_record(cli)
+
+    calls = []
+
+    def fake(path, name=None, **kw):
+        calls.append((path, name))
+        return Dataset.from_dict({"text": ["Rivers flow into the sea. " * 40 + str(i) for i in range(8)]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    given = settings.Corpus(source="hub", hub_dataset="some/corpus", max_documents=8, seq_len=64,
+                            vocab_file=str(data_dir / "vocab" / "bert-base-uncased-vocab.txt"),
+                            validation_fraction=0.25)
+    stats = prepare_corpus(tmp_path / "out", given)
+    written = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert written["settings"] == stats["settings"] == settings.as_record(given)
+    assert written["settings"]["hub_config"] == settings.Corpus().hub_config
+    assert calls == [("some/corpus", None)] and written["input"]["hub_config"] is None
 
 
 def test_num_proc_gives_identical_output(tmp_path, data_dir):
@@ -247,8 +292,8 @@ def test_num_proc_gives_identical_output(tmp_path, data_dir):
     outs = []
     for n in (1, 2):
         out = tmp_path / f"n{n}"
-        prepare_corpus(out, source="wikiextractor", data_dir=data_dir, max_documents=6, vocab_file=vocab,
-                       validation_fraction=0.2, num_proc=n)
+        prepare_corpus(out, settings.Corpus(source="wikiextractor", max_documents=6, vocab_file=vocab,
+                                            validation_fraction=0.2), data_dir=data_dir, num_proc=n)
         outs.append({s: np.asarray(load_from_disk(str(out / s))["input_ids"]) for s in ("train", "validation")})
     for s in ("train", "validation"):
         np.testing.assert_array_equal(outs[0][s], outs[1][s])
@@ -268,8 +313,8 @@ def test_hub_full_download_path(monkeypatch, tmp_path, data_dir):
         return Dataset.from_dict({"title": ["T"] * 20, "text": texts})
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
-    stats = prepare_corpus(tmp_path / "out", source="hub", vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt",
-                           validation_fraction=0.25)
+    stats = prepare_corpus(tmp_path / "out", settings.Corpus(
+        source="hub", vocab_file=data_dir / "vocab" / "bert-base-uncased-vocab.txt", validation_fraction=0.25))
     assert calls == [("wikimedia/wikipedia", "20231101.en", {"split": "train", "streaming": False})]
     assert stats["empty_documents_dropped"] == 4
     assert stats["train"]["documents"] == 12 and stats["validation"]["documents"] == 4
@@ -291,6 +336,6 @@ def test_hub_tokenizer_when_no_vocab(monkeypatch, tmp_path, data_dir):
     root = tmp_path / "root"
     (root / "corpus").mkdir(parents=True)
     (root / "corpus" / "wikipedia-en").symlink_to(data_dir / "corpus" / "wikipedia-en")
-    stats = prepare_corpus(tmp_path / "out", data_dir=root, max_documents=3, validation_fraction=0.34)
+    stats = prepare_corpus(tmp_path / "out", settings.Corpus(max_documents=3, validation_fraction=0.34), data_dir=root)
     assert calls == ["google-bert/bert-base-uncased"]
     assert stats["tokenizer_kind"] == "hub" and stats["source"] == "local"

@@ -6,6 +6,7 @@ End-to-end runs go through `raft.cli.main` in-process; every run keeps the test 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from raft import settings
 from raft.cli import main as cli
-from raft.data import glue
+from raft.data import glue, split
 from raft.modes import default_bias_budget
-from raft.train import loop, runinfo
+from raft.train import finetune, loop, runtime
 from raft.train.finetune_glue import encode, model_overrides
 
 CONTRACT_KEYS = {
@@ -58,7 +60,7 @@ def evaluate_saved(model_dir, data_dir, task, part, seed, n, max_test=48):
     else:
         ds = data.tests[part].select(range(min(max_test, len(data.tests[part]))))
     enc = encode(ds, tok, 128, info.is_regression)
-    rt = loop.Runtime.create(torch.device("cpu"), "fp32")
+    rt = runtime.Runtime.create(torch.device("cpu"), "fp32")
     out = loop.predict(model, enc, batch_size=64, runtime=rt)
     return data.metrics(out["logits"], enc.targets["labels"]), out["loss"]
 
@@ -163,8 +165,8 @@ def test_same_seed_same_metrics_other_seed_other_subset(rte_raft, tiny_pretraine
 # modes: exactly the intended parameters train
 # ---------------------------------------------------------------------------------------
 def _initial_model(pretrained, seed, task="rte"):
-    runinfo.seed_everything(seed)
-    return runinfo.load_model(pretrained, "sequence-classification", **model_overrides(glue.task_info(task)))
+    runtime.seed_everything(seed)
+    return finetune.load_model(pretrained, "sequence-classification", **model_overrides(glue.task_info(task)))
 
 
 @pytest.mark.parametrize("variant,mode", [("raft", "frozen_rafs"), ("raft", "raf_head"), ("bert", "bias_head"),
@@ -272,20 +274,72 @@ def test_n_above_the_dev_part_uses_the_whole_dev_part(tiny_pretrained, data_dir,
     note = ("N=1000 exceeds the dev part (623 examples): the whole dev part is used for early stopping and "
             "model selection (the authors' rule in run_glue.py)")
     assert note in m["data_notes"]
-    assert m["dev_ids_sha1"] == runinfo.ids_sha1(glue.load_glue("rte", data_dir).dev["idx"])
+    assert m["dev_ids_sha1"] == finetune.ids_sha1(glue.load_glue("rte", data_dir).dev["idx"])
     m, _ = run_glue(tmp_path, tiny_pretrained["bert"], data_dir, n=100, seed=2, extra=fast, name="sampled")
     assert m["dev_sampling"] == "sampled" and m["sizes"]["dev"] == 100
     assert not any("dev part (" in note for note in m["data_notes"])
 
 
-def test_defaults_follow_n():
+def _parse(module, *argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(["--pretrained", "m", "--seed", "1", "--output", "o", *argv])
+
+
+def test_defaults_come_from_the_dataclasses_whatever_n():
+    """No per-N schedule: --epochs / --patience (and every other hyperparameter) default to the
+    settings dataclass, for an integer N and for full data alike (the workflow passes them)."""
     from raft.train import finetune_glue, finetune_squad
 
-    assert finetune_glue.default_schedule(100) == (20, 10)
-    assert finetune_glue.default_schedule("full") == (3, 2)
-    assert finetune_squad.default_schedule(100) == (20, 10)
-    assert finetune_squad.default_schedule("full")[0] == 10
-    assert runinfo.parse_n("full") == "full" and runinfo.parse_n("100") == 100
+    for module, cls, extra in ((finetune_glue, settings.Finetune, ["--task", "rte"]),
+                               (finetune_squad, settings.SquadFinetune, [])):
+        for n in ("100", "full"):
+            assert settings.from_args(cls, _parse(module, "--n", n, *extra)) == cls()
+    assert settings.Finetune().eval_batch_size == 128 and settings.Finetune().precision is None
+    args = _parse(finetune_glue, "--n", "full", "--task", "rte", "--epochs", "4", "--precision", "bf16")
+    assert settings.from_args(settings.Finetune, args) == settings.Finetune(epochs=4, precision="bf16")
+    assert split.n_arg("full") == "full" and split.n_arg("100") == 100
+
+
+# ---------------------------------------------------------------------------------------
+# settings -> flags -> hyperparameters
+# ---------------------------------------------------------------------------------------
+DERIVED = {"schedule", "warmup_steps", "total_steps", "split_seed", "pool_fraction"}
+
+
+def test_hyperparameters_hold_every_setting(rte_raft):
+    m, _ = rte_raft
+    hp = m["hyperparameters"]
+    fields = {f.name for f in dataclasses.fields(settings.Finetune)}
+    assert set(hp) == fields | DERIVED
+    want = settings.as_record(settings.Finetune(epochs=3, patience=2, max_test_examples=48, eval_batch_size=64,
+                                                lr=1e-3))
+    assert {k: hp[k] for k in fields - {"precision"}} == {k: v for k, v in want.items() if k != "precision"}
+    assert hp["precision"] == "fp32"  # resolved (the setting is None: auto)
+    assert (hp["schedule"], hp["split_seed"], hp["pool_fraction"]) == ("linear", 96, 0.75)
+    assert (hp["total_steps"], hp["warmup_steps"]) == (3, 0)  # 32 examples, batch 32: a step per epoch
+
+
+def test_a_new_setting_becomes_a_flag_and_a_hyperparameter(tiny_pretrained, data_dir, tmp_path, monkeypatch):
+    """Adding a field to `settings.Finetune` is all it takes: no change to the command."""
+    import argparse
+
+    from raft.train import finetune_glue
+
+    extended = dataclasses.make_dataclass(
+        "Extended", [("label_smoothing", float, settings.setting(0.0, "label smoothing"))],
+        bases=(settings.Finetune,), frozen=True)
+    monkeypatch.setattr(finetune_glue, "SETTINGS", extended)
+    parser = argparse.ArgumentParser()
+    finetune_glue.add_arguments(parser)
+    assert "--label-smoothing" in parser.format_help()
+    m, _ = run_glue(tmp_path, tiny_pretrained["bert"], data_dir, n=16, seed=1,
+                    extra=["--epochs", "1", "--max-seq-length", "64", "--label-smoothing", "0.25"])
+    hp = m["hyperparameters"]
+    assert hp["label_smoothing"] == 0.25
+    assert set(hp) == {f.name for f in dataclasses.fields(extended)} | DERIVED
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,7 +389,7 @@ def test_predict_is_order_preserving_and_padding_free():
     rng = np.random.default_rng(0)
     ids = [rng.integers(1, 50, size=int(k)).tolist() for k in rng.integers(1, 20, size=37)]
     data = loop.Encoded(ids)
-    rt = loop.Runtime.create(torch.device("cpu"), "fp32")
+    rt = runtime.Runtime.create(torch.device("cpu"), "fp32")
     got = loop.predict(Tiny(), data, batch_size=8, runtime=rt)["logits"]
     want = np.stack([emb(torch.tensor(x)).sum(0).detach().numpy() for x in ids])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -345,6 +399,6 @@ def test_predict_is_order_preserving_and_padding_free():
 
 def test_write_json_atomic(tmp_path):
     p = tmp_path / "a" / "b" / "metrics.json"
-    runinfo.write_json_atomic(p, {"x": np.float32(0.5), "n": np.int64(3), "t": torch.tensor([1, 2])})
+    runtime.write_json_atomic(p, {"x": np.float32(0.5), "n": np.int64(3), "t": torch.tensor([1, 2])})
     assert json.loads(p.read_text()) == {"x": 0.5, "n": 3, "t": [1, 2]}
     assert [f.name for f in p.parent.iterdir()] == ["metrics.json"]  # no temp file left

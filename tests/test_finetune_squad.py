@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from raft.cli import main as cli
-from raft.train import loop
+from raft.train import loop, runtime
 
 NAMES = ["anna", "peter", "maria", "john", "paul", "laura", "george", "helen"]
 CITIES = ["paris", "london", "berlin", "madrid", "rome", "vienna", "prague", "dublin", "oslo", "athens"]
@@ -111,7 +111,7 @@ def test_squad_end_to_end(tiny_pretrained, squad_root, tmp_path, variant, mode):
     tok = AutoTokenizer.from_pretrained(tmp_path / "model")
     data = squad.load_squad(squad_root)
     kw = {"max_seq_length": 96, "doc_stride": 24, "max_query_length": 24}
-    rt = loop.Runtime.create(torch.device("cpu"), "fp32")
+    rt = runtime.Runtime.create(torch.device("cpu"), "fp32")
     for ds, want in ((sample(data, 8, 3)[1], m["best_dev_score"]), (data.tests["test"], t["f1"])):
         part = EvalPart(ds, tok, **kw)
         out = loop.predict(model, part.encoded, batch_size=64, runtime=rt, outputs=("start_logits", "end_logits"),

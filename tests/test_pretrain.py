@@ -43,6 +43,14 @@ def _args(corpus, out, variant="raft", *extra):
     return parser.parse_args(["--corpus", str(corpus), "--output", str(out), "--variant", variant, *TINY, *extra])
 
 
+def _sigterm_at(step):
+    """on_step callback: SIGTERM to this process after optimiser step `step`."""
+    def on_step(s):
+        if s == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return on_step
+
+
 def _metrics(out):
     return json.loads((Path(out) / "metrics.json").read_text())
 
@@ -137,12 +145,7 @@ def test_same_seed_gives_identical_results(runs, corpus, tmp_path):
 
 def test_sigterm_checkpoints_and_a_rerun_resumes_to_the_same_result(runs, corpus, tmp_path, capfd):
     out = tmp_path / "interrupted"
-
-    def preempt(step):
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    assert pretrain.run(_args(corpus, out, "raft"), on_step=preempt) == EXIT_PREEMPTED
+    assert pretrain.run(_args(corpus, out, "raft"), on_step=_sigterm_at(5)) == EXIT_PREEMPTED
     err = capfd.readouterr().err
     assert "received SIGTERM" in err and f"exiting with code {EXIT_PREEMPTED}" in err
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [4, 5]  # the signal's step-boundary checkpoint
@@ -181,7 +184,42 @@ def test_bad_settings_are_clear_errors(runs, corpus, tmp_path, capfd):
     out = tmp_path / "y"
     shutil.copytree(runs["raft"], out)
     assert pretrain.run(_args(corpus, out, "raft", "--lr", "1e-3")) == 2  # a checkpoint of other settings
-    assert "other settings" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "other settings: --lr 0.002 (checkpoint) vs 0.001 (now)" in err
+    assert pretrain.run(_args(corpus, out, "raft", "--rational-layers", "0-5")) == 2
+    assert "--rational-layers '0-5' does not fit the model" in capfd.readouterr().err
+
+
+def test_the_checkpoint_identity_is_the_settings_marked_identity(runs, corpus, tmp_path, capfd):
+    # settings not marked `identity` (raft.settings) may change between attempts
+    out = tmp_path / "changed"
+    assert pretrain.run(_args(corpus, out, "raft"), on_step=_sigterm_at(5)) == EXIT_PREEMPTED
+    changed = ["--logging-steps", "4", "--save-steps", "3", "--per-device-batch-size", "16", "--eval-steps", "0"]
+    capfd.readouterr()
+    assert pretrain.run(_args(corpus, out, "raft", *changed)) == 0
+    assert "resuming from step 5" in capfd.readouterr().err
+    m, reference = _metrics(out), _metrics(runs["raft"])
+    assert m["steps"] == 8 and m["resumed_from_steps"] == [5]
+    assert m["hyperparameters"]["per_device_batch_size"] == 16 and m["hyperparameters"]["gradient_accumulation_steps"] == 1
+    assert m["hyperparameters"]["logging_steps"] == 4 and m["hyperparameters"]["save_steps"] == 3
+    assert m["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-4)  # the same run, other micro-batches
+    with open(out / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 8]  # rows 2, 4 from the checkpoint
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [6, 8]
+    # identity settings may not: refused (exit 2) naming the flag; the finished run stays intact
+    for variant, flag, value, refused in [
+        ("raft", "--rational-lr", "0.01", "other settings: --rational-lr 0.005 (checkpoint) vs 0.01 (now)"),
+        ("raft", "--seed", "8", "other settings: --seed 7 (checkpoint) vs 8 (now)"),
+        ("bert", "--rational-lr", "0.01", None),  # no RAFs: the RAF options are not bert's identity
+    ]:
+        again = tmp_path / f"{variant}{flag}"
+        shutil.copytree(runs[variant], again)
+        assert pretrain.run(_args(corpus, again, variant, flag, value)) == (2 if refused else 0)
+        err = capfd.readouterr().err
+        if refused:
+            assert refused in err and (again / "metrics.json").is_file()
+        else:
+            assert "resuming from step 8" in err and _metrics(again)["eval_loss"] == _metrics(runs[variant])["eval_loss"]
 
 
 def test_cli_sigterm_exits_75_and_leaves_a_resumable_checkpoint(corpus, tmp_path):

@@ -1,4 +1,5 @@
-"""Checkpoint files (atomic write, resume choice, pruning, signals) and the progress reporter."""
+"""Checkpoint files (atomic write, resume choice, pruning, signals), the progress reporter, and
+`raft pretrain`'s command line against the workflow's."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +76,29 @@ def test_progress_prints_plain_lines_and_jsonl(tmp_path, monkeypatch):
     quiet = io.StringIO()
     Progress(10, None, 1, stream=quiet, enabled=False).update(1, loss=1.0)
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("overlay", [None, "paper.yaml", "smoke.yaml"])
+def test_the_workflow_command_line_gives_the_config_settings(overlay):
+    """`raft pretrain`'s flags come from raft.settings, as do the workflow's: the command line that
+    raft.study builds from a config parses back to that config's settings."""
+    import argparse
+
+    from raft import settings, study
+    from raft.train import pretrain
+    from test_study import CONFIG, config_of
+
+    cfg = config_of(*([CONFIG / overlay] if overlay else []))
+    parser = argparse.ArgumentParser()
+    pretrain.add_arguments(parser)
+    for variant in cfg["variants"]:
+        argv = ["--corpus", "corpus", "--output", "out"]
+        for name, value in study.values(study.pretrain_settings(cfg, variant)).items():
+            if value is not None:  # as the workflow's cli_args
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        args = parser.parse_args(argv)
+        classes = [settings.Model, settings.Pretrain] + ([settings.Rational] if variant == "raft" else [])
+        for cls in classes:
+            assert settings.from_args(cls, args) == cls(**cfg[cls.SECTION])
+        assert pretrain.Job.from_args(args) == pretrain.Job(variant, Path("corpus"), Path("out"), None,
+                                                             cfg["precision"] or "auto")

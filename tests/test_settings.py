@@ -16,7 +16,7 @@ from test_workflow import CONFIG, REPO
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 CLASSES = [settings.Model, settings.Rational, settings.Corpus, settings.Pretrain, settings.Finetune,
            settings.SquadFinetune]
-JSON_TYPES = {int: "integer", float: "number", str: "string"}
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
 def _resolve(node: dict) -> dict:
@@ -59,6 +59,8 @@ def test_schema_and_settings_agree(cls):
         ftypes, fnull = _field_type(cls, f)
         assert ftypes <= stypes, f"{cls.SECTION}.{f.name}: type {ftypes} vs schema {stypes}"
         assert snull == fnull, f"{cls.SECTION}.{f.name}: null allowed in one but not the other"
+        # a null value is left off the command line, so the command must default to None too
+        assert not snull or f.default is None, f"{cls.SECTION}.{f.name}: may be null but defaults to {f.default}"
 
 
 def test_flags_come_from_the_dataclasses():
@@ -90,3 +92,11 @@ def test_a_new_field_reaches_flag_command_line_and_record(monkeypatch):
     cfg["glue"]["label_smoothing"] = 0.2
     assert study.values(study.finetune_settings(cfg, "glue", "rte", "raft", 16))["label_smoothing"] == 0.2
     assert settings.as_record(extended(label_smoothing=0.2))["label_smoothing"] == 0.2
+
+
+def test_schema_task_names_are_the_registry():
+    from raft.data.tasks import GLUE_TASKS
+
+    assert SCHEMA["$defs"]["glue_task"]["enum"] == list(GLUE_TASKS)
+    mapping = SCHEMA["$defs"]["per_task_number"]["oneOf"][1]
+    assert mapping["propertyNames"]["enum"] == ["default", *GLUE_TASKS]

@@ -8,9 +8,8 @@ import copy
 
 import pytest
 import yaml
-from snakemake.utils import validate
-
 from raft import checks, study
+from raft.config import validate
 from raft.study import ConfigError, preflight
 from test_workflow import CONFIG, REPO, merged_config
 
@@ -26,7 +25,7 @@ def config_of(*files, **changes) -> dict:
         for key in parents:
             node = node.setdefault(key, {})
         node[last] = value
-    validate(cfg, str(SCHEMA), set_default=True)
+    validate(cfg, SCHEMA)
     return cfg
 
 

@@ -304,12 +304,14 @@ def test_schema_defaults_fill_a_minimal_config():
     assert cfg["glue"]["tasks"] == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
     assert cfg["glue"]["low_data"]["seeds"][:3] == [2022, 202206, 20220602]
     assert cfg["pretrain"]["batch_size"] == 4096 and cfg["pretrain"]["lr"] == 7e-4
-    assert cfg["rational"] == {"layers": "all,pooler", "init": "gelu", "lr": 5e-3,
+    assert cfg["rational"] == {"layers": "all,pooler", "init": "gelu", "degrees": "5,4", "lr": 5e-3,
                                "weight_decay": 0.1, "schedule": "constant"}
     assert cfg["resources"]["pretrain"]["threads"] >= 1
     # every shipped config validates
     for name in ("config.yaml", "smoke.yaml", "paper.yaml"):
         Validator(schema).validate(merged_config(*([CONFIG / name] if name != "config.yaml" else [])))
+    for overlay in ("paper_rehearsal.yaml", "paper_authors_squad.yaml"):
+        Validator(schema).validate(merged_config(CONFIG / "paper.yaml", CONFIG / overlay))
 
 
 # ==========================================================================================

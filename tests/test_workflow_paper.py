@@ -79,19 +79,34 @@ def test_authors_squad_windows_reach_the_commands(tmp_path):
     bert_full = the(squad, "--seed 49", "results/squad/bert/nfull/seed49/metrics.json")
     raft_full = the(squad, "--seed 49", "results/squad/raft/nfull/seed49/metrics.json")
     low = the(squad, "--seed 49", "results/squad/bert/n100/seed49/metrics.json")
-    assert "--max-seq-length 384 --doc-stride 240" in bert_full
-    assert "--max-seq-length 128 --doc-stride 0" in raft_full and "--max-seq-length 128 --doc-stride 0" in low
+    for line, window, stride in ((bert_full, 384, 240), (raft_full, 128, 0), (low, 128, 0)):
+        assert f"--max-seq-length {window} " in line and f"--doc-stride {stride} " in line, line
 
 
-def test_paper_constraint_rejected_when_the_dag_is_built(tmp_path):
-    """A window longer than the pretrained positions stops `snakemake -n` naming the key and job."""
-    overlay = tmp_path / "short_positions.yaml"
-    overlay.write_text("model:\n  max_position_embeddings: 128\n")
+DAG_ERRORS = {
+    # overlay on paper.yaml: (the message's start, the job it names)
+    "window_vs_positions": ("model:\n  max_position_embeddings: 128\n",
+                            "'squad.max_seq_length': 384 exceeds the pretrained model's 128", "(job: squad squad "),
+    "stride_vs_window": ("squad:\n  full_data:\n    doc_stride: {bert: 128, raft: 400}\n",
+                         "'squad.full_data.doc_stride.raft': 400 must be smaller than the context part",
+                         "(job: squad squad raft n=full)"),
+    "n_vs_pool": ("glue:\n  tasks: [rte, wnli]\n",
+                  "'glue.low_data.sizes': 1000 is larger than the wnli train pool (476 examples)",
+                  "(job: glue wnli bert n=1000)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAG_ERRORS))
+def test_paper_constraint_rejected_when_the_dag_is_built(tmp_path, name):
+    """A setting a job would reject stops `snakemake -n` naming the key and the job."""
+    text, message, job = DAG_ERRORS[name]
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(text)
     proc = dry_run(tmp_path, "--configfile", PAPER, overlay)
     assert proc.returncode != 0
     err = proc.stdout + proc.stderr
-    assert "invalid configuration value at 'squad.max_seq_length': 384 exceeds the pretrained model's 128" in err
-    assert "(job: squad squad " in err
+    assert f"invalid configuration value at {message}" in err, output_of(proc)
+    assert job in err
     assert "rule prepare_corpus" not in err  # nothing was scheduled
 
 

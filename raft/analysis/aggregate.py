@@ -35,15 +35,13 @@ import numpy as np
 import pandas as pd
 
 from raft.analysis import stats
+from raft.data.tasks import TASK_INFO
 
 FLOAT_FORMAT = "%.6g"
 
-GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-TASK_LABELS = {
-    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
-    "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD v1.1",
-    "average": "GLUE average",
-}
+GLUE_TASKS = list(TASK_INFO)
+TASK_LABELS = {**{name: info.label for name, info in TASK_INFO.items()},
+               "squad": "SQuAD v1.1", "average": "GLUE average"}
 EVAL_SET_ORDER = ["test", "matched", "mismatched", "validation", "all"]
 VARIANTS = ["bert", "raft"]
 VARIANT_LABELS = {"bert": "BERT (FAFT)", "raft": "RAFT"}

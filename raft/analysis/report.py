@@ -602,16 +602,10 @@ def _window_of(row) -> str:
     return w + (f" (doc_stride {_values_text(row.doc_stride)})" if row.doc_stride else "")
 
 
-def squad_window_findings(table: pd.DataFrame) -> str:
-    """Auto-written statement on the SQuAD windows of ``squad_windows``: whether both
-    variants used the same windows at every N (else a warning that Δ mixes the method with
-    the window choice), seeds that disagree, and the untrained-positions caveat for every
-    window longer than its variant's pretraining sequence length."""
-    if table.empty:
-        return ("**Fine-tuning windows.** No SQuAD runs were found under the results directory, so "
-                "there are no windows to report.")
+def _compare_windows(table: pd.DataFrame, ns: list) -> tuple[dict[str, list], list, list, list, list]:
+    """Per N, how the two variants' windows compare: ``(same {window: [N]}, differ, stride_differ,
+    unknown, single)``; ``differ`` and ``stride_differ`` hold one text per N."""
     label = agg.VARIANT_LABELS
-    ns = sorted(table["n"].unique(), key=agg.n_key)
     same: dict[str, list] = {}
     differ, stride_differ, unknown, single = [], [], [], []
     for n in ns:
@@ -628,8 +622,12 @@ def squad_window_findings(table: pd.DataFrame) -> str:
             stride_differ.append(f"N = {n}: {label['bert']} {_window_of(b)}, {label['raft']} {_window_of(r)}")
         else:
             same.setdefault(_window_of(b), []).append(n)
+    return same, differ, stride_differ, unknown, single
+
+
+def _windows_verdict(same: dict[str, list], differ: list) -> str:
+    """Opening of the windows paragraph: the different-windows warning, or the same windows."""
     same_text = "; ".join(f"{w} at {_ns_text(v)}" for w, v in same.items())
-    parts = []
     if differ:
         s = ("**⚠ Warning: the variants were fine-tuned with different windows** (metrics.json "
              "`hyperparameters.max_seq_length`) — " + "; ".join(differ) + ". At "
@@ -638,11 +636,16 @@ def squad_window_findings(table: pd.DataFrame) -> str:
              f"like-for-like comparison ({PAPER_SQUAD_WINDOWS}).")
         if same:
             s += f" Both variants used the same windows at the other N: {same_text}."
-    elif same:
-        s = (f"**Fine-tuning windows (from the result files).** Both variants used the same windows: "
-             f"{same_text}, so Δ compares the variants at equal windows (unlike the paper: {PAPER_SQUAD_WINDOWS}).")
-    else:
-        s = "**Fine-tuning windows (from the result files).** No N has runs of both variants with recorded windows."
+        return s
+    if same:
+        return (f"**Fine-tuning windows (from the result files).** Both variants used the same windows: "
+                f"{same_text}, so Δ compares the variants at equal windows (unlike the paper: {PAPER_SQUAD_WINDOWS}).")
+    return "**Fine-tuning windows (from the result files).** No N has runs of both variants with recorded windows."
+
+
+def _windows_caveats(stride_differ: list, unknown: list, single: list) -> str:
+    """Sentences on N with a different doc_stride only, a missing window, or one variant only."""
+    s = ""
     if stride_differ:
         s += (" The variants used the same window but different doc_stride at " + "; ".join(stride_differ)
               + ", so they saw differently cut contexts.")
@@ -651,12 +654,29 @@ def squad_window_findings(table: pd.DataFrame) -> str:
               "(`hyperparameters.max_seq_length`), so it cannot be compared.")
     if single:
         s += f" At {_ns_text(single)} only one variant has runs, so there is nothing to compare."
+    return s
+
+
+def _seed_disagreement(table: pd.DataFrame) -> str:
+    """One sentence per (variant, N) whose seeds used different settings."""
+    label = agg.VARIANT_LABELS
+    s = ""
     for r in table.itertuples(index=False):
         if not r.seeds_agree:
             s += f" The seeds of {label.get(r.variant, r.variant)} at N = {r.n} disagree ({r.settings})."
-    parts.append(s)
+    return s
 
-    # untrained positions: (L, W) -> variant -> [N]
+
+def _windows_paragraph(table: pd.DataFrame, ns: list) -> str:
+    """Whether both variants used the same windows at every N, with the caveats and seed notes."""
+    same, differ, stride_differ, unknown, single = _compare_windows(table, ns)
+    return (_windows_verdict(same, differ) + _windows_caveats(stride_differ, unknown, single)
+            + _seed_disagreement(table))
+
+
+def _untrained_windows(table: pd.DataFrame) -> tuple[dict[tuple[int, int], dict[str, list]], set, bool]:
+    """``(untrained {(L, W): {variant: [N]}}, variants without a pretraining length, checked)`` for
+    windows W longer than the pretraining length L; ``checked``: some window could be checked."""
     untrained: dict[tuple[int, int], dict[str, list]] = {}
     no_length = set()
     checked = False
@@ -671,6 +691,12 @@ def squad_window_findings(table: pd.DataFrame) -> str:
         for w in r.max_seq_length:
             if w > L:
                 untrained.setdefault((L, w), {}).setdefault(r.variant, []).append(r.n)
+    return untrained, no_length, checked
+
+
+def _untrained_bits(untrained: dict[tuple[int, int], dict[str, list]]) -> list[str]:
+    """One clause per (L, W): which variants at which N use positions L..W-1."""
+    label = agg.VARIANT_LABELS
     bits = []
     for (L, w), by_variant in sorted(untrained.items()):
         groups: dict[tuple, list[str]] = {}
@@ -679,25 +705,60 @@ def squad_window_findings(table: pd.DataFrame) -> str:
         who = "; ".join(f"{_and(vs)} at {_ns_text(n_list)}" for n_list, vs in groups.items())
         bits.append(f"{who} (windows of {w} tokens): positions {L}..{w - 1} were never trained during "
                     f"pretraining (pretraining sequences had {L} tokens)")
-    if bits:
-        text = ("**Untrained positions.** " + "; ".join(bits) + ". Tokens there rely on position "
-                "embeddings that only fine-tuning trains.")
-        uneven = []
-        for n in ns:
-            by = {v: {w for (_, w), bv in untrained.items() if n in bv.get(v, [])} for v in ("bert", "raft")}
-            present = set(table.loc[table["n"] == n, "variant"])
-            if {"bert", "raft"} <= present and by["bert"] != by["raft"]:
-                uneven.append(n)
-        if uneven:
-            text += (f" At {_ns_text(uneven)} this affects the variants differently, another difference "
-                     "that Δ absorbs.")
-        parts.append(text)
+    return bits
+
+
+def _uneven_untrained(table: pd.DataFrame, ns: list, untrained: dict[tuple[int, int], dict[str, list]]) -> list:
+    """N with runs of both variants where the untrained windows differ between them."""
+    uneven = []
+    for n in ns:
+        by = {v: {w for (_, w), bv in untrained.items() if n in bv.get(v, [])} for v in ("bert", "raft")}
+        present = set(table.loc[table["n"] == n, "variant"])
+        if {"bert", "raft"} <= present and by["bert"] != by["raft"]:
+            uneven.append(n)
+    return uneven
+
+
+def _untrained_paragraph(table: pd.DataFrame, ns: list, untrained, bits: list[str]) -> str:
+    """The untrained-positions caveat, noting N where it affects the variants differently."""
+    text = ("**Untrained positions.** " + "; ".join(bits) + ". Tokens there rely on position "
+            "embeddings that only fine-tuning trains.")
+    uneven = _uneven_untrained(table, ns, untrained)
+    if uneven:
+        text += (f" At {_ns_text(uneven)} this affects the variants differently, another difference "
+                 "that Δ absorbs.")
+    return text
+
+
+def _pretrain_length_note(no_length: set, checked: bool, bits: list[str]) -> str | None:
+    """Why untrained positions could not be checked, or that every window fits (None: nothing to add)."""
+    label = agg.VARIANT_LABELS
     if no_length:
-        parts.append("The pretraining sequence length of "
-                     + _and(label.get(v, v) for v in sorted(no_length, key=agg._list_key(agg.VARIANTS)))
-                     + " is not recorded (results/pretrain/{variant}/metrics.json `data.seq_len`), so "
-                     "untrained positions cannot be checked.")
-    elif checked and not bits:
-        parts.append("Every window fits within its variant's pretraining sequence length, so fine-tuning "
-                     "uses only positions trained in pretraining.")
+        return ("The pretraining sequence length of "
+                + _and(label.get(v, v) for v in sorted(no_length, key=agg._list_key(agg.VARIANTS)))
+                + " is not recorded (results/pretrain/{variant}/metrics.json `data.seq_len`), so "
+                "untrained positions cannot be checked.")
+    if checked and not bits:
+        return ("Every window fits within its variant's pretraining sequence length, so fine-tuning "
+                "uses only positions trained in pretraining.")
+    return None
+
+
+def squad_window_findings(table: pd.DataFrame) -> str:
+    """Auto-written statement on the SQuAD windows of ``squad_windows``: whether both
+    variants used the same windows at every N (else a warning that Δ mixes the method with
+    the window choice), seeds that disagree, and the untrained-positions caveat for every
+    window longer than its variant's pretraining sequence length."""
+    if table.empty:
+        return ("**Fine-tuning windows.** No SQuAD runs were found under the results directory, so "
+                "there are no windows to report.")
+    ns = sorted(table["n"].unique(), key=agg.n_key)
+    parts = [_windows_paragraph(table, ns)]
+    untrained, no_length, checked = _untrained_windows(table)
+    bits = _untrained_bits(untrained)
+    if bits:
+        parts.append(_untrained_paragraph(table, ns, untrained, bits))
+    note = _pretrain_length_note(no_length, checked, bits)
+    if note is not None:
+        parts.append(note)
     return "\n\n".join(parts)

@@ -22,7 +22,10 @@ Pipeline (deterministic for a given input, seed and tokenizer):
 
 Output: ``OUT/train``, ``OUT/validation`` (``Dataset.save_to_disk``, column ``input_ids``,
 int32, fixed length ``seq_len``), ``OUT/tokenizer`` (``BertTokenizerFast.save_pretrained``),
-``OUT/stats.json`` (written last).
+``OUT/stats.json`` (written last; its ``settings`` block is the `raft.settings.Corpus` given).
+
+The flags are the fields of `raft.settings.Corpus` (the one home of their defaults) plus
+``--output``, ``--data-dir`` and ``--num-proc``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from raft import settings
 from raft.data import sources as src
 
 log = logging.getLogger(__name__)
@@ -374,33 +378,96 @@ def _tokenize_batch(batch, tokenizer):
 # ----------------------------------------------------------------------------------------
 def prepare_corpus(
     output: str | os.PathLike,
-    source: str = "wikiextractor",
-    path: str | os.PathLike | None = None,
+    corpus: settings.Corpus,
     data_dir: str | os.PathLike | None = None,
-    hub_dataset: str | None = None,
-    hub_config: str | None = None,
-    vocab_file: str | os.PathLike | None = None,
-    vocab_size: int | None = None,
-    seq_len: int = 128,
-    validation_fraction: float = 0.01,
-    max_documents: int | None = None,
-    seed: int = 0,
     num_proc: int | None = None,
-    text_unit: str = "blank-line",
 ) -> dict[str, Any]:
-    """Run the pipeline; returns the stats written to ``OUT/stats.json``."""
-    from datasets import Dataset, disable_progress_bars
+    """Run the pipeline with the settings ``corpus``; returns the stats written to ``OUT/stats.json``.
+
+    ``data_dir``: the local data root (default ``$RAFT_DATA_DIR``); ``num_proc``: tokenizer
+    worker processes (default 1 process, all cores through the Rust threads)."""
+    from datasets import disable_progress_bars
 
     t0 = time.time()
-    if seq_len < 3:
-        raise ValueError(f"seq_len must be >= 3 ([CLS] + tokens + [SEP]), got {seq_len}")
-    if max_documents is not None and max_documents < 1:
-        raise ValueError(f"--max-documents must be >= 1, got {max_documents}")
-    if vocab_file is not None and vocab_size is not None:
-        raise ValueError("give either a vocab file or a vocab size, not both")
+    _check_settings(corpus)
     if os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes"):
         disable_progress_bars()
     out = Path(output)
+    work = _fresh_output(out)
+    root = src.resolve_data_dir(data_dir)
+    nproc = num_proc if num_proc is not None else 1
+    phase = _Phases()
+    read, input_info = _resolve_source(corpus, root)  # 1-2. documents
+    docs, empty, origin = _read_documents(read, input_info, work, nproc)
+    phase("read")
+    train_idx, val_idx = split_documents(len(docs), corpus.validation_fraction, corpus.seed)  # 3. split
+    hf_tok, tok_info = _make_tokenizer(corpus, docs, train_idx, root, work)  # 4. tokenizer
+    phase("tokenizer")
+    tokenized = _tokenize(docs, hf_tok, work, nproc)  # 5. tokenize + pack
+    phase("tokenize")
+    n_docs = len(docs)
+    del docs
+    splits = _pack_splits(tokenized, n_docs, train_idx, val_idx, work, corpus.seq_len,
+                          hf_tok.cls_token_id, hf_tok.sep_token_id)
+    phase("pack")
+    _save_outputs(out, work, hf_tok)
+    del tokenized
+    shutil.rmtree(work, ignore_errors=True)
+    phase("save")
+    stats = {
+        "source": origin,
+        "input": input_info,
+        "tokenizer_kind": tok_info["kind"],
+        "tokenizer": tok_info,
+        "seq_len": corpus.seq_len,
+        "packing": "documents concatenated without separators; [CLS] + seq_len-2 tokens + [SEP]; "
+                   "no padding; incomplete tail dropped",
+        "validation_fraction": corpus.validation_fraction,
+        "seed": corpus.seed,
+        "max_documents": corpus.max_documents,
+        "empty_documents_dropped": empty,
+        "train": splits["train"],
+        "validation": splits["validation"],
+        "num_proc": nproc,
+        "wall_time_s": round(time.time() - t0, 1),
+        "timings_s": phase.timings,
+        "settings": _settings_record(corpus),
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    log.info("corpus ready in %s: %s", out, json.dumps({k: stats[k] for k in ("train", "validation")}))
+    return stats
+
+
+class _Phases:
+    """``phase(name)`` records the seconds since the previous call (or the start) as ``name``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.last = time.time()
+
+    def __call__(self, name: str) -> None:
+        now = time.time()
+        self.timings[name] = round(now - self.last, 1)
+        self.last = now
+
+
+def _check_settings(corpus: settings.Corpus) -> None:
+    """The checks that need no input data (before anything is read or removed)."""
+    if corpus.seq_len < 3:
+        raise ValueError(f"seq_len must be >= 3 ([CLS] + tokens + [SEP]), got {corpus.seq_len}")
+    if corpus.max_documents is not None and corpus.max_documents < 1:
+        raise ValueError(f"--max-documents must be >= 1, got {corpus.max_documents}")
+    if corpus.vocab_file is not None and corpus.vocab_size is not None:
+        raise ValueError("give either a vocab file or a vocab size, not both")
+
+
+def _settings_record(corpus: settings.Corpus) -> dict[str, Any]:
+    """``settings.as_record(corpus)`` for stats.json (paths given as ``Path`` written as strings)."""
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.as_record(corpus).items()}
+
+
+def _fresh_output(out: Path) -> Path:
+    """Create ``out``, remove an earlier run's outputs; returns an empty work folder ``out/.work``."""
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
     if work.exists():
@@ -411,85 +478,89 @@ def prepare_corpus(
     for stale in ("train", "validation", "tokenizer"):
         if (out / stale).exists():
             shutil.rmtree(out / stale)
+    return work
 
-    root = src.resolve_data_dir(data_dir)
-    input_info: dict[str, Any] = {"kind": source}
-    timings: dict[str, float] = {}
-    t_phase = time.time()
 
-    def phase(name: str) -> None:
-        nonlocal t_phase
-        now = time.time()
-        timings[name] = round(now - t_phase, 1)
-        t_phase = now
+def _resolve_source(corpus: settings.Corpus, root: Path | None) -> tuple[settings.Corpus, dict[str, Any]]:
+    """The settings of what is actually read, and the start of the stats' ``input`` block.
 
-    # 1-2. documents -------------------------------------------------------------------
-    if source == "wikiextractor":
-        if path is None:
-            default = root / src.WIKIEXTRACTOR_RELPATH if root is not None else None
-            if default is not None and default.is_dir():
-                path = default
-            else:
-                why = (f"no WikiExtractor folder at {default}" if default is not None
-                       else f"no --path and no local data root (--data-dir / ${src.ENV_VAR})")
-                log.warning("%s; falling back to the Hub: %s %s", why, src.HUB_WIKIPEDIA, src.HUB_WIKIPEDIA_CONFIG)
-                source = "hub"
-                hub_dataset = hub_dataset or src.HUB_WIKIPEDIA
-                hub_config = hub_config or src.HUB_WIKIPEDIA_CONFIG
-                input_info["fallback"] = f"{why}; used Hub {hub_dataset} ({hub_config})"
-    nproc = num_proc if num_proc is not None else 1
-    if source == "wikiextractor":
-        files = wikiextractor_files(path)
-        texts, empty = _take_nonempty(_iter_files(files, iter_wikiextractor_file, "reading WikiExtractor"),
-                                      max_documents)
-        docs = Dataset.from_dict({"text": texts})
-        del texts
-        input_info.update(path=str(Path(path).resolve()), files=len(files))
-        origin = src.LOCAL
-    elif source == "text":
-        if path is None:
-            raise ValueError("--source text needs --path (a .txt[.gz] file or a folder of them)")
-        if text_unit not in ("blank-line", "line", "file"):
-            raise ValueError(f"text unit must be blank-line, line or file, got {text_unit!r}")
-        files = text_files(path)
-        texts, empty = _take_nonempty(
-            _iter_files(files, lambda f: iter_text_file(f, text_unit), "reading text"), max_documents)
-        docs = Dataset.from_dict({"text": texts})
-        del texts
-        input_info.update(path=str(Path(path).resolve()), files=len(files), text_unit=text_unit)
-        origin = src.LOCAL
-    elif source == "hub":
-        hub_dataset = hub_dataset or src.HUB_WIKIPEDIA
+    ``wikiextractor`` without ``path`` reads ``<root>/corpus/wikipedia-en``, else falls back to
+    the Hub (recorded).  For ``hub``, a missing config is filled in for Wikipedia only."""
+    input_info: dict[str, Any] = {"kind": corpus.source}
+    hub_dataset = corpus.hub_dataset or src.HUB_WIKIPEDIA
+    if corpus.source == "hub":
+        hub_config = corpus.hub_config
         if hub_config is None and hub_dataset == src.HUB_WIKIPEDIA:
             hub_config = src.HUB_WIKIPEDIA_CONFIG
+        return settings.replace(corpus, hub_dataset=hub_dataset, hub_config=hub_config), input_info
+    if corpus.source != "wikiextractor" or corpus.path is not None:
+        return corpus, input_info
+    default = root / src.WIKIEXTRACTOR_RELPATH if root is not None else None
+    if default is not None and default.is_dir():
+        return settings.replace(corpus, path=default), input_info
+    why = (f"no WikiExtractor folder at {default}" if default is not None
+           else f"no --path and no local data root (--data-dir / ${src.ENV_VAR})")
+    hub_config = corpus.hub_config or src.HUB_WIKIPEDIA_CONFIG
+    log.warning("%s; falling back to the Hub: %s %s", why, hub_dataset, hub_config)
+    input_info["fallback"] = f"{why}; used Hub {hub_dataset} ({hub_config})"
+    return settings.replace(corpus, source="hub", hub_dataset=hub_dataset, hub_config=hub_config), input_info
+
+
+def _read_documents(read: settings.Corpus, input_info: dict[str, Any], work: Path,
+                    nproc: int) -> tuple[Any, int, str]:
+    """Steps 1-2: (Dataset of cleaned non-empty documents, number of empty ones, source label);
+    adds what was read to ``input_info``."""
+    if read.source == "wikiextractor":
+        files = wikiextractor_files(read.path)
+        docs, empty = _local_documents(files, iter_wikiextractor_file, "reading WikiExtractor", read.max_documents)
+        input_info.update(path=str(Path(read.path).resolve()), files=len(files))
+        origin = src.LOCAL
+    elif read.source == "text":
+        if read.path is None:
+            raise ValueError("--source text needs --path (a .txt[.gz] file or a folder of them)")
+        if read.text_unit not in ("blank-line", "line", "file"):
+            raise ValueError(f"text unit must be blank-line, line or file, got {read.text_unit!r}")
+        files = text_files(read.path)
+        docs, empty = _local_documents(files, lambda f: iter_text_file(f, read.text_unit), "reading text",
+                                       read.max_documents)
+        input_info.update(path=str(Path(read.path).resolve()), files=len(files), text_unit=read.text_unit)
+        origin = src.LOCAL
+    elif read.source == "hub":
         why = input_info.get("fallback", "--source hub")
-        docs, empty = _hub_documents(hub_dataset, hub_config, max_documents, why, work,
+        docs, empty = _hub_documents(read.hub_dataset, read.hub_config, read.max_documents, why, work,
                                      nproc if nproc > 1 else None)
-        input_info.update(hub_dataset=hub_dataset, hub_config=hub_config, streaming=max_documents is not None)
+        input_info.update(hub_dataset=read.hub_dataset, hub_config=read.hub_config,
+                          streaming=read.max_documents is not None)
         origin = src.HUB
     else:
-        raise ValueError(f"unknown corpus source {source!r}; known: wikiextractor, text, hub")
+        raise ValueError(f"unknown corpus source {read.source!r}; known: wikiextractor, text, hub")
     if len(docs) == 0:
         where = input_info.get("path") or input_info.get("hub_dataset")
         raise CorpusError(f"empty corpus: no non-empty documents in {where} ({empty} empty ones)")
     log.info("%d documents (%d empty dropped)", len(docs), empty)
-    phase("read")
+    return docs, empty, origin
 
-    # 3. split by document --------------------------------------------------------------
-    train_idx, val_idx = split_documents(len(docs), validation_fraction, seed)
 
-    # 4. tokenizer -----------------------------------------------------------------------
+def _local_documents(files: list[Path], reader, desc: str, max_documents: int | None):
+    """Local files -> (Dataset of cleaned non-empty documents, number of empty ones)."""
+    from datasets import Dataset
+
+    texts, empty = _take_nonempty(_iter_files(files, reader, desc), max_documents)
+    return Dataset.from_dict({"text": texts}), empty
+
+
+def _make_tokenizer(corpus: settings.Corpus, docs, train_idx: np.ndarray, root: Path | None, work: Path):
+    """Step 4: (the BERT fast tokenizer, its stats block)."""
     tok_info: dict[str, Any] = {"lowercase": True}
-    if vocab_size is not None:
+    if corpus.vocab_size is not None:
         train_texts = docs.select(train_idx)
         vocab_path = train_wordpiece(
-            (b["text"] for b in train_texts.iter(batch_size=256)), vocab_size, work / "wordpiece",
+            (b["text"] for b in train_texts.iter(batch_size=256)), corpus.vocab_size, work / "wordpiece",
             length=len(train_texts))
         hf_tok = src.bert_tokenizer_from_vocab(vocab_path)
-        tok_info.update(kind="trained", requested_vocab_size=vocab_size, trained_on="train split")
+        tok_info.update(kind="trained", requested_vocab_size=corpus.vocab_size, trained_on="train split")
     else:
-        if vocab_file is None:
-            vocab_file = src.default_vocab_file(root)
+        vocab_file = corpus.vocab_file if corpus.vocab_file is not None else src.default_vocab_file(root)
         if vocab_file is not None:
             hf_tok = src.bert_tokenizer_from_vocab(vocab_file)
             tok_info.update(kind="vocab-file", vocab_file=str(Path(vocab_file).resolve()))
@@ -497,18 +568,19 @@ def prepare_corpus(
             hf_tok = src.load_hub_tokenizer(why="no --vocab-file / --vocab-size and no <data-dir>/vocab")
             tok_info.update(kind="hub", hub_id=src.HUB_TOKENIZER)
     tok_info["vocab_size"] = len(hf_tok)
-    phase("tokenizer")
-    cls_id, sep_id = hf_tok.cls_token_id, hf_tok.sep_token_id
-    if cls_id is None or sep_id is None:
+    if hf_tok.cls_token_id is None or hf_tok.sep_token_id is None:
         raise ValueError("the tokenizer has no [CLS] / [SEP] token")
+    return hf_tok, tok_info
 
-    # 5. tokenize + pack -----------------------------------------------------------------
+
+def _tokenize(docs, hf_tok, work: Path, nproc: int):
+    """Step 5a: documents -> token ids without special tokens (``ids``) and word counts."""
     backend = hf_tok.backend_tokenizer
     saved_env = os.environ.get("TOKENIZERS_PARALLELISM")
     if nproc > 1:  # one Rust thread per worker process (and no fork warning)
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        tokenized = docs.map(
+        return docs.map(
             _tokenize_batch, batched=True, batch_size=64, fn_kwargs={"tokenizer": backend},
             remove_columns=["text"], num_proc=nproc if nproc > 1 else None,
             cache_file_name=str(work / "tokenized.arrow"), desc="tokenizing",
@@ -519,16 +591,18 @@ def prepare_corpus(
                 os.environ.pop("TOKENIZERS_PARALLELISM", None)
             else:
                 os.environ["TOKENIZERS_PARALLELISM"] = saved_env
-    phase("tokenize")
-    is_val = np.zeros(len(docs), dtype=bool)
-    is_val[val_idx] = True
-    del docs
 
+
+def _pack_splits(tokenized, n_docs: int, train_idx: np.ndarray, val_idx: np.ndarray, work: Path,
+                 seq_len: int, cls_id: int, sep_id: int) -> dict[str, dict[str, int]]:
+    """Step 5b: pack each split's token stream into ``work/<split>.arrow``; returns the split stats."""
+    from tqdm.auto import tqdm
+
+    is_val = np.zeros(n_docs, dtype=bool)
+    is_val[val_idx] = True
     packers = {"train": _Packer(work / "train.arrow", seq_len, cls_id, sep_id),
                "validation": _Packer(work / "validation.arrow", seq_len, cls_id, sep_id)}
     words = {"train": 0, "validation": 0}
-    from tqdm.auto import tqdm
-
     table = tokenized.data.table if hasattr(tokenized.data, "table") else tokenized.data
     pos = 0
     for batch in tqdm(table.to_batches(max_chunksize=2048), desc="packing", unit="batch"):
@@ -547,10 +621,15 @@ def prepare_corpus(
             packers[split].add(flat[np.repeat(mask_docs, lens)])
     if pos != len(is_val):
         raise RuntimeError(f"internal error: packed {pos} documents of {len(is_val)}")
+    return _close_packers(packers, words, {"train": train_idx, "validation": val_idx}, seq_len)
 
+
+def _close_packers(packers: dict[str, _Packer], words: dict[str, int], indices: dict[str, np.ndarray],
+                   seq_len: int) -> dict[str, dict[str, int]]:
+    """Close both packers (in order train, validation); a split without one sequence is an error."""
     stats_splits: dict[str, dict[str, int]] = {}
-    for split, idx in (("train", train_idx), ("validation", val_idx)):
-        p = packers[split]
+    for split in ("train", "validation"):
+        p, idx = packers[split], indices[split]
         dropped = p.close()
         stats_splits[split] = {"documents": int(len(idx)), "words": words[split], "tokens": p.tokens,
                                "sequences": p.sequences, "dropped_tokens": dropped}
@@ -560,68 +639,30 @@ def prepare_corpus(
                 f"sequence of {seq_len - 2} tokens; use more documents (--max-documents) or a larger "
                 f"--validation-fraction"
             )
-    phase("pack")
+    return stats_splits
+
+
+def _save_outputs(out: Path, work: Path, hf_tok) -> None:
+    """``OUT/train``, ``OUT/validation`` (from the packed Arrow streams) and ``OUT/tokenizer``."""
+    from datasets import Dataset
+
     for split in ("train", "validation"):
         ds = Dataset.from_file(str(work / f"{split}.arrow"))
         ds.save_to_disk(str(out / split))
         del ds
     hf_tok.save_pretrained(str(out / "tokenizer"))
-    del tokenized
-    shutil.rmtree(work, ignore_errors=True)
-    phase("save")
-
-    stats = {
-        "source": origin,
-        "input": input_info,
-        "tokenizer_kind": tok_info["kind"],
-        "tokenizer": tok_info,
-        "seq_len": seq_len,
-        "packing": "documents concatenated without separators; [CLS] + seq_len-2 tokens + [SEP]; "
-                   "no padding; incomplete tail dropped",
-        "validation_fraction": validation_fraction,
-        "seed": seed,
-        "max_documents": max_documents,
-        "empty_documents_dropped": empty,
-        "train": stats_splits["train"],
-        "validation": stats_splits["validation"],
-        "num_proc": nproc,
-        "wall_time_s": round(time.time() - t0, 1),
-        "timings_s": timings,
-    }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    log.info("corpus ready in %s: %s", out, json.dumps({k: stats[k] for k in ("train", "validation")}))
-    return stats
 
 
 # ----------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's own flags, then one flag per field of `raft.settings.Corpus`."""
     parser.add_argument("--output", required=True, help="output folder (train/, validation/, tokenizer/, stats.json)")
-    parser.add_argument("--source", choices=["wikiextractor", "text", "hub"], default="wikiextractor",
-                        help="WikiExtractor folders, plain-text files, or a Hub dataset (default: wikiextractor)")
-    parser.add_argument("--path", default=None,
-                        help="local folder/file (default for wikiextractor: <data-dir>/corpus/wikipedia-en; "
-                             "without it, the Hub Wikipedia is used and recorded)")
     parser.add_argument("--data-dir", default=None, help=f"local data root (default: ${src.ENV_VAR})")
-    parser.add_argument("--hub-dataset", default=None, help=f"Hub dataset id (default {src.HUB_WIKIPEDIA})")
-    parser.add_argument("--hub-config", default=None,
-                        help=f"Hub dataset config (default {src.HUB_WIKIPEDIA_CONFIG} for Wikipedia)")
-    g = parser.add_mutually_exclusive_group()
-    g.add_argument("--vocab-file", default=None,
-                   help="WordPiece vocab.txt (default: <data-dir>/vocab/bert-base-uncased-vocab.txt, "
-                        f"else the Hub tokenizer {src.HUB_TOKENIZER})")
-    g.add_argument("--vocab-size", type=int, default=None,
-                   help="train a WordPiece vocabulary of this size on the training split instead")
-    parser.add_argument("--seq-len", type=int, default=128, help="sequence length incl. [CLS]/[SEP] (default 128)")
-    parser.add_argument("--validation-fraction", type=float, default=0.01,
-                        help="fraction of documents for validation (default 0.01)")
-    parser.add_argument("--max-documents", type=int, default=None, help="keep only the first N documents")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the document split (default 0)")
     parser.add_argument("--num-proc", type=int, default=None,
                         help="tokenizer worker processes (default 1 process using all cores via Rust threads)")
-    parser.add_argument("--text-unit", choices=["blank-line", "line", "file"], default="blank-line",
-                        help="for --source text: what one document is (default: blank-line separated blocks)")
+    settings.add_flags(parser, settings.Corpus)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -629,12 +670,8 @@ def main(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
     try:
-        stats = prepare_corpus(
-            output=args.output, source=args.source, path=args.path, data_dir=args.data_dir,
-            hub_dataset=args.hub_dataset, hub_config=args.hub_config, vocab_file=args.vocab_file,
-            vocab_size=args.vocab_size, seq_len=args.seq_len, validation_fraction=args.validation_fraction,
-            max_documents=args.max_documents, seed=args.seed, num_proc=args.num_proc, text_unit=args.text_unit,
-        )
+        stats = prepare_corpus(args.output, settings.from_args(settings.Corpus, args),
+                               data_dir=args.data_dir, num_proc=args.num_proc)
     except (CorpusError, FileNotFoundError, ValueError, src.DataSourceError) as exc:
         print(f"raft prepare-corpus: error: {exc}", file=sys.stderr)
         return 1

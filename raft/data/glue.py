@@ -10,7 +10,8 @@ Every task is returned with the same columns:
     idx     int64   row number in the source split (Hub ``idx``; for local files the row
                     number after the header; for the QQP held-out test the GLUE pair id)
 
-The paper's protocol (the authors' run_glue.py, reproduced exactly):
+The paper's protocol (the authors' run_glue.py, reproduced exactly; implemented once for GLUE
+and SQuAD in ``raft.data.split``, whose names are re-exported here):
 
 * **pool / dev**: the official training set in its original row order is permuted with
   ``numpy.random.default_rng(96).permutation(n)`` -- identical to ``Dataset.shuffle(seed=96)``
@@ -38,17 +39,16 @@ import functools
 import logging
 import math
 import os
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from raft.checks import check_n
+from raft.checks import check_n  # noqa: F401  (re-exported: glue.check_n)
 from raft.data import sources as src
-from raft.data.metrics import GLUE_METRIC_NAMES, GLUE_TASKS, SELECTION_METRIC, check_task, glue_metrics
+from raft.data.metrics import glue_metrics
+from raft.data.split import POOL_FRACTION, POOL_SEED, pool_rows, sample, split_pool_dev, whole_dev_part  # re-exported
+from raft.data.tasks import GLUE_METRIC_NAMES, GLUE_TASKS, SELECTION_METRIC, TASK_INFO, TaskInfo, check_task
 
 log = logging.getLogger(__name__)
 
@@ -69,73 +69,6 @@ __all__ = [
     "POOL_SEED",
     "POOL_FRACTION",
 ]
-
-POOL_SEED = 96
-POOL_FRACTION = 0.75
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    folder: str  # GLUE folder name under <root>/glue/
-    label_names: tuple[str, ...]  # () for regression
-    is_regression: bool
-    hub_keys: tuple[str, str | None]  # Hub column names of text_a / text_b
-    hub_eval_splits: dict[str, str]  # our eval-set name -> Hub split
-    local_eval_files: dict[str, str]  # our eval-set name -> local file name
-    # local TSV columns: header name of text_a, text_b, label (None: headerless file)
-    local_columns: tuple[str, str | None, str] | None
-    full_train_size: int  # size of the official training set (for notes)
-    test_size: dict[str, int]  # sizes of the official validation sets (for notes)
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.label_names)
-
-
-TASK_INFO: dict[str, TaskInfo] = {
-    "cola": TaskInfo("cola", "CoLA", ("unacceptable", "acceptable"), False, ("sentence", None),
-                     {"test": "validation"}, {"test": "dev.tsv"}, None, 8551, {"test": 1043}),
-    "sst2": TaskInfo("sst2", "SST-2", ("negative", "positive"), False, ("sentence", None),
-                     {"test": "validation"}, {"test": "dev.tsv"}, ("sentence", None, "label"), 67349, {"test": 872}),
-    "mrpc": TaskInfo("mrpc", "MRPC", ("not_equivalent", "equivalent"), False, ("sentence1", "sentence2"),
-                     {"test": "validation"}, {"test": "dev.tsv"}, ("#1 String", "#2 String", "Quality"), 3668,
-                     {"test": 408}),
-    "stsb": TaskInfo("stsb", "STS-B", (), True, ("sentence1", "sentence2"),
-                     {"test": "validation"}, {"test": "dev.tsv"}, ("sentence1", "sentence2", "score"), 5749,
-                     {"test": 1500}),
-    "qqp": TaskInfo("qqp", "QQP", ("not_duplicate", "duplicate"), False, ("question1", "question2"),
-                    {"test": "validation"}, {"test": "dev.tsv"}, ("question1", "question2", "is_duplicate"), 363846,
-                    {"test": 40430}),
-    "mnli": TaskInfo("mnli", "MNLI", ("entailment", "neutral", "contradiction"), False, ("premise", "hypothesis"),
-                     {"matched": "validation_matched", "mismatched": "validation_mismatched"},
-                     {"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"},
-                     ("sentence1", "sentence2", "gold_label"), 392702, {"matched": 9815, "mismatched": 9832}),
-    "qnli": TaskInfo("qnli", "QNLI", ("entailment", "not_entailment"), False, ("question", "sentence"),
-                     {"test": "validation"}, {"test": "dev.tsv"}, ("question", "sentence", "label"), 104743,
-                     {"test": 5463}),
-    "rte": TaskInfo("rte", "RTE", ("entailment", "not_entailment"), False, ("sentence1", "sentence2"),
-                    {"test": "validation"}, {"test": "dev.tsv"}, ("sentence1", "sentence2", "label"), 2490,
-                    {"test": 277}),
-    "wnli": TaskInfo("wnli", "WNLI", ("not_entailment", "entailment"), False, ("sentence1", "sentence2"),
-                     {"test": "validation"}, {"test": "dev.tsv"}, ("sentence1", "sentence2", "label"), 635,
-                     {"test": 71}),
-}
-
-# Expected local layout, for error messages.
-_LAYOUT = {
-    "cola": "CoLA/{train,dev}.tsv (no header: source, label, mark, sentence)",
-    "sst2": "SST-2/{train,dev}.tsv (header: sentence label)",
-    "mrpc": "MRPC/{train,dev}.tsv (header: Quality #1 ID #2 ID #1 String #2 String)",
-    "stsb": "STS-B/{train,dev}.tsv (GLUE header ending in sentence1 sentence2 score)",
-    "qqp": "QQP/{train.tsv | train_subset.tsv} and {dev.tsv | train_rows.tsv} "
-           "(header: ... question1 question2 is_duplicate; train_rows.tsv headerless GLUE rows)",
-    "mnli": "MNLI/{train.tsv | train_subset.tsv}, dev_matched.tsv, dev_mismatched.tsv "
-            "(header: ... sentence1 sentence2 ... gold_label)",
-    "qnli": "QNLI/{train.tsv | train_subset.tsv}, dev.tsv (header: index question sentence label)",
-    "rte": "RTE/{train,dev}.tsv (header: index sentence1 sentence2 label)",
-    "wnli": "WNLI/{train,dev}.tsv (header: index sentence1 sentence2 label)",
-}
 
 
 def task_info(task: str) -> TaskInfo:
@@ -224,7 +157,7 @@ def read_glue_tsv(task: str, path: str | os.PathLike, *, headerless: bool | None
     if not path.is_file():
         raise FileNotFoundError(
             f"GLUE {info.name}: file {str(path)!r} not found; expected layout "
-            f"<data-dir>/glue/{_LAYOUT[info.name]}"
+            f"<data-dir>/glue/{info.layout}"
         )
     lines = _read_lines(path)
     if headerless is None:
@@ -247,7 +180,7 @@ def read_glue_tsv(task: str, path: str | os.PathLike, *, headerless: bool | None
         if missing:
             raise GlueFormatError(
                 f"{path}:1: header {header} lacks column(s) {missing}; expected layout "
-                f"<data-dir>/glue/{_LAYOUT[info.name]}"
+                f"<data-dir>/glue/{info.layout}"
             )
         ncols = len(header)
         ia, il = header.index(ca), header.index(cl)
@@ -293,7 +226,7 @@ def _task_dir(task: str, root: Path) -> Path:
 
 def _missing(task: str, path: Path) -> FileNotFoundError:
     return FileNotFoundError(
-        f"GLUE {task}: missing file {str(path)!r}; expected layout <data-dir>/glue/{_LAYOUT[task]}"
+        f"GLUE {task}: missing file {str(path)!r}; expected layout <data-dir>/glue/{task_info(task).layout}"
     )
 
 
@@ -365,7 +298,7 @@ def load_local_tables(task: str, data_dir: str | os.PathLike | None = None) -> d
     d = _task_dir(info.name, root)
     if not d.is_dir():
         raise FileNotFoundError(
-            f"GLUE {info.name}: folder {str(d)!r} not found; expected layout <data-dir>/glue/{_LAYOUT[info.name]}"
+            f"GLUE {info.name}: folder {str(d)!r} not found; expected layout <data-dir>/glue/{info.layout}"
         )
     tables, _, _ = _load_local_cached(info.name, str(root))
     return dict(tables)
@@ -424,20 +357,6 @@ class GlueData(src.SplitMetadata):
         return glue_metrics(self.task, predictions, labels)
 
 
-def pool_rows(n: int, fraction: float = POOL_FRACTION) -> int:
-    """Size of the train pool of ``n`` training rows: ``int(fraction * n)`` (the rest is the dev part)."""
-    return int(n * fraction)
-
-
-def split_pool_dev(dataset, seed: int = POOL_SEED, fraction: float = POOL_FRACTION):
-    """(pool, dev): ``default_rng(seed).permutation(n)`` (= ``Dataset.shuffle(seed)``), first
-    ``pool_rows(n, fraction)`` rows -> pool, the rest -> dev, as in the authors' run_glue.py."""
-    n = len(dataset)
-    perm = np.random.default_rng(seed).permutation(n)
-    k = pool_rows(n, fraction)
-    return dataset.select(perm[:k]), dataset.select(perm[k:])
-
-
 def load_glue(task: str, data_dir: str | os.PathLike | None = None) -> GlueData:
     """Load one GLUE task and split it as in the paper.
 
@@ -475,44 +394,6 @@ def load_glue(task: str, data_dir: str | os.PathLike | None = None) -> GlueData:
         metric_names=GLUE_METRIC_NAMES[info.name],
         selection_metric=SELECTION_METRIC[info.name],
     )
-
-
-def _parse_n(n) -> int | None:
-    if n is None or (isinstance(n, str) and n.lower() in ("full", "none", "all")):
-        return None
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) and not (isinstance(n, str) and n.isdigit()):
-        raise ValueError(f"N must be a positive integer or None/'full', got {n!r}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"N must be >= 1, got {n}")
-    return n
-
-
-def whole_dev_part(dev_size: int, n) -> bool:
-    """True when a run with ``n`` (int or "full"/None) keeps the whole dev part because
-    ``n >= dev_size`` (the authors' run_glue.py samples it only when N is smaller); False
-    for full data and for ``n < dev_size``."""
-    n = _parse_n(n)
-    return n is not None and n >= dev_size
-
-
-def sample(data, n, seed: int):
-    """(train, dev) for one run: ``n`` examples of the pool and ``n`` of the dev part.
-
-    ``n=None`` (or "full") returns the whole pool and dev part.  Sampling reproduces the
-    authors' ``random.seed(seed); random.sample(range(len(part)), n)`` for each part; when
-    ``n >= len(dev part)`` the whole dev part is kept in its order (``whole_dev_part``).  Works
-    for ``GlueData`` and ``SquadData``.  ``n`` larger than the pool raises (``check_n``).
-    """
-    n = _parse_n(n)
-    if n is None:
-        return data.pool, data.dev
-    check_n(n, len(data.pool), getattr(data, "task", "data"))  # a ValueError
-    train = data.pool.select(random.Random(seed).sample(range(len(data.pool)), n))
-    if whole_dev_part(len(data.dev), n):
-        return train, data.dev
-    dev = data.dev.select(random.Random(seed).sample(range(len(data.dev)), n))
-    return train, dev
 
 
 @functools.lru_cache(maxsize=32)

@@ -25,40 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-
-# metric names per task (the first ones listed feed ``score`` as described above)
-GLUE_METRIC_NAMES: dict[str, tuple[str, ...]] = {
-    "cola": ("matthews_correlation",),
-    "sst2": ("accuracy",),
-    "mrpc": ("accuracy", "f1"),
-    "stsb": ("pearson", "spearman"),
-    "qqp": ("accuracy", "f1"),
-    "mnli": ("accuracy",),
-    "qnli": ("accuracy",),
-    "rte": ("accuracy",),
-    "wnli": ("accuracy",),
-}
-
-# human-readable description of the selection score, for result files
-SELECTION_METRIC: dict[str, str] = {
-    "cola": "matthews_correlation",
-    "sst2": "accuracy",
-    "mrpc": "mean(accuracy, f1)",
-    "stsb": "mean(pearson, spearman)",
-    "qqp": "mean(accuracy, f1)",
-    "mnli": "accuracy",
-    "qnli": "accuracy",
-    "rte": "accuracy",
-    "wnli": "accuracy",
-}
-
-
-def check_task(task: str) -> str:
-    t = str(task).lower()
-    if t not in GLUE_TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASKS)}")
-    return t
+from raft.data.tasks import GLUE_TASKS, check_task  # noqa: F401  (re-exported)
 
 
 def _as_predictions(task: str, predictions) -> np.ndarray:

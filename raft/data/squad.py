@@ -16,7 +16,7 @@ Protocol (same shape as GLUE, see ``raft.data.glue``):
   split into pool / dev part exactly like an official train set (seed 96, 75 / 25:
   3,670 / 1,224).  The result is labelled ``sources = {"train": "local-subset", "test":
   "held-out"}``, ``partial_data = True`` and explained in ``data_notes``.
-* **Low data**: ``sample(data, n, seed)`` (the GLUE function): n questions from the pool and n
+* **Low data**: ``sample(data, n, seed)`` (``raft.data.split``, as for GLUE): n questions from the pool and n
   from the dev part (the whole dev part when n >= its size).
 * **Sizes without loading**: ``split_sizes(data_dir)`` gives the pool / dev part sizes from the
   local JSON (or the official size for the Hub), without ``datasets``.
@@ -41,7 +41,7 @@ import numpy as np
 
 from raft.checks import check_squad_window
 from raft.data import sources as src
-from raft.data.glue import POOL_FRACTION, POOL_SEED, pool_rows, sample, split_pool_dev
+from raft.data.split import POOL_FRACTION, POOL_SEED, pool_rows, sample, split_pool_dev
 from raft.data.metrics import normalize_answer, squad_metrics
 
 log = logging.getLogger(__name__)
@@ -94,17 +94,8 @@ def _nearest_occurrence(context: str, text: str, start: int) -> int | None:
     return best
 
 
-def read_squad_json(path: str | os.PathLike, notes: list[str] | None = None) -> dict[str, list]:
-    """Flatten an official SQuAD v1.1 JSON file into columns (id, title, context, question, answers).
-
-    A malformed entry (missing ``paragraphs`` / ``context`` / ``qas`` / ``id`` / ``question``,
-    a bad answer) raises ``ValueError`` naming the file and the question id (or the entry's
-    position).  An answer whose ``answer_start`` does not point at its text is moved to the
-    occurrence of the text in the context nearest to the given start (counted in a warning and,
-    when ``notes`` is given, in a note appended to it); an answer text that does not occur in
-    its context at all raises ``ValueError``.
-    """
-    path = Path(path)
+def _load_articles(path: Path) -> list:
+    """The ``data`` list of articles of the official SQuAD JSON at ``path``."""
     if not path.is_file():
         raise FileNotFoundError(
             f"SQuAD file {str(path)!r} not found; expected the official JSON at "
@@ -118,84 +109,141 @@ def read_squad_json(path: str | os.PathLike, notes: list[str] | None = None) -> 
         raise ValueError(f"{path}: not an official SQuAD JSON file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(articles, list):
         raise ValueError(f"{path}: not an official SQuAD JSON file ('data' is not a list of articles)")
+    return articles
 
-    def bad(where: str, what: str) -> ValueError:
-        return ValueError(f"{path}: {where}: {what}")
 
-    cols: dict[str, list] = {k: [] for k in ("id", "title", "context", "question", "answers")}
-    fixed: list[tuple[str, int, int]] = []  # (question id, given start, corrected start)
+def _bad(path: Path, where: str, what: str) -> ValueError:
+    return ValueError(f"{path}: {where}: {what}")
+
+
+def _paragraphs(path: Path, articles: list):
+    """Yield ``(where, title, context, qas)`` for every paragraph, checking its shape."""
     for a, article in enumerate(articles):
         where = f"data[{a}]"
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
-            raise bad(where, "article without a 'paragraphs' list")
+            raise _bad(path, where, "article without a 'paragraphs' list")
         title = article.get("title", "")
         for p, paragraph in enumerate(paragraphs):
             where = f"data[{a}].paragraphs[{p}]"
             if not isinstance(paragraph, dict):
-                raise bad(where, "paragraph is not a JSON object")
+                raise _bad(path, where, "paragraph is not a JSON object")
             context, qas = paragraph.get("context"), paragraph.get("qas")
             if not isinstance(context, str):
-                raise bad(where, "paragraph without a 'context' string")
+                raise _bad(path, where, "paragraph without a 'context' string")
             if not isinstance(qas, list):
-                raise bad(where, "paragraph without a 'qas' list")
-            for q, qa in enumerate(qas):
-                where = f"data[{a}].paragraphs[{p}].qas[{q}]"
-                if not isinstance(qa, dict):
-                    raise bad(where, "question entry is not a JSON object")
-                if "id" not in qa:
-                    raise bad(where, "question entry without an 'id'")
-                qid = qa["id"]
-                where = f"question id {qid!r} ({where})"
-                question = qa.get("question")
-                if not isinstance(question, str):
-                    raise bad(where, "no 'question' text" if question is None else "'question' is not a string")
-                answers = qa.get("answers", [])
-                if not isinstance(answers, list):
-                    raise bad(where, "'answers' is not a list")
-                texts, starts = [], []
-                for k, x in enumerate(answers):
-                    text = x.get("text") if isinstance(x, dict) else None
-                    given = x.get("answer_start") if isinstance(x, dict) else None
-                    if not isinstance(text, str):
-                        raise bad(where, f"answer {k} without a 'text' string")
-                    try:
-                        start = int(given)
-                    except (TypeError, ValueError):
-                        raise bad(where, f"answer {k}: 'answer_start' {given!r} is not an integer") from None
-                    if not (0 <= start <= len(context) - len(text) and context[start:start + len(text)] == text):
-                        found = _nearest_occurrence(context, text, start)
-                        if found is None:
-                            raise bad(where, f"answer {k} text {text!r} does not occur in its context "
-                                             f"(answer_start {start})")
-                        fixed.append((str(qid), start, found))
-                        start = found
-                    texts.append(text)
-                    starts.append(start)
-                cols["id"].append(qid)
-                cols["title"].append(title)
-                cols["context"].append(context)
-                cols["question"].append(question)
-                cols["answers"].append({"text": texts, "answer_start": starts})
-    if not cols["id"]:
+                raise _bad(path, where, "paragraph without a 'qas' list")
+            yield where, title, context, qas
+
+
+def _check_question(path: Path, where: str, qa) -> tuple[Any, str, str, list]:
+    """``(id, where, question, answers)`` of one question entry; ``where`` then names its id."""
+    if not isinstance(qa, dict):
+        raise _bad(path, where, "question entry is not a JSON object")
+    if "id" not in qa:
+        raise _bad(path, where, "question entry without an 'id'")
+    qid = qa["id"]
+    where = f"question id {qid!r} ({where})"
+    question = qa.get("question")
+    if not isinstance(question, str):
+        raise _bad(path, where, "no 'question' text" if question is None else "'question' is not a string")
+    answers = qa.get("answers", [])
+    if not isinstance(answers, list):
+        raise _bad(path, where, "'answers' is not a list")
+    return qid, where, question, answers
+
+
+def _fix_offset(path: Path, where: str, k: int, context: str, text: str, start: int) -> int:
+    """``start`` when it points at ``text`` in ``context``, else the nearest occurrence of ``text``."""
+    if 0 <= start <= len(context) - len(text) and context[start:start + len(text)] == text:
+        return start
+    found = _nearest_occurrence(context, text, start)
+    if found is None:
+        raise _bad(path, where, f"answer {k} text {text!r} does not occur in its context "
+                                f"(answer_start {start})")
+    return found
+
+
+def _flatten_answers(path: Path, where: str, qid, context: str, answers: list,
+                     fixed: list[tuple[str, int, int]]) -> dict[str, list]:
+    """``{"text": [...], "answer_start": [...]}`` of one question, offsets repaired (noted in ``fixed``)."""
+    texts, starts = [], []
+    for k, x in enumerate(answers):
+        text = x.get("text") if isinstance(x, dict) else None
+        given = x.get("answer_start") if isinstance(x, dict) else None
+        if not isinstance(text, str):
+            raise _bad(path, where, f"answer {k} without a 'text' string")
+        try:
+            start = int(given)
+        except (TypeError, ValueError):
+            raise _bad(path, where, f"answer {k}: 'answer_start' {given!r} is not an integer") from None
+        found = _fix_offset(path, where, k, context, text, start)
+        if found != start:
+            fixed.append((str(qid), start, found))
+        texts.append(text)
+        starts.append(found)
+    return {"text": texts, "answer_start": starts}
+
+
+def _flatten_qa(path: Path, articles: list) -> tuple[dict[str, list], list[tuple[str, int, int]]]:
+    """Columns (id, title, context, question, answers) and the repaired offsets
+    ``(question id, given start, corrected start)``."""
+    cols: dict[str, list] = {k: [] for k in ("id", "title", "context", "question", "answers")}
+    fixed: list[tuple[str, int, int]] = []
+    for where, title, context, qas in _paragraphs(path, articles):
+        for q, qa in enumerate(qas):
+            qid, qwhere, question, answers = _check_question(path, f"{where}.qas[{q}]", qa)
+            flat = _flatten_answers(path, qwhere, qid, context, answers, fixed)
+            cols["id"].append(qid)
+            cols["title"].append(title)
+            cols["context"].append(context)
+            cols["question"].append(question)
+            cols["answers"].append(flat)
+    return cols, fixed
+
+
+def _check_ids(path: Path, ids: list) -> None:
+    if not ids:
         raise ValueError(f"{path}: no questions")
-    if len(set(cols["id"])) != len(cols["id"]):
-        dup = next(i for i, n in collections.Counter(cols["id"]).items() if n > 1)
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, n in collections.Counter(ids).items() if n > 1)
         raise ValueError(f"{path}: duplicate question ids (e.g. {dup!r})")
-    if fixed:
-        qid, given, found = fixed[0]
-        n_answers = sum(len(a["text"]) for a in cols["answers"])
-        log.warning(
-            "%s: %d of %d answer offsets did not point at the answer text; moved to the nearest "
-            "occurrence of the text in the context (e.g. question id %r: answer_start %d -> %d)",
-            path, len(fixed), n_answers, qid, given, found,
+
+
+def _report_fixes(path: Path, cols: dict[str, list], fixed: list[tuple[str, int, int]],
+                  notes: list[str] | None) -> None:
+    """Warn about repaired answer offsets (and add a note to ``notes`` when given)."""
+    if not fixed:
+        return
+    qid, given, found = fixed[0]
+    n_answers = sum(len(a["text"]) for a in cols["answers"])
+    log.warning(
+        "%s: %d of %d answer offsets did not point at the answer text; moved to the nearest "
+        "occurrence of the text in the context (e.g. question id %r: answer_start %d -> %d)",
+        path, len(fixed), n_answers, qid, given, found,
+    )
+    if notes is not None:
+        notes.append(
+            f"SQuAD: {len(fixed):,} of {n_answers:,} answers in {path.name} had an answer_start that did "
+            f"not point at the answer text; each was moved to the nearest occurrence of the text in "
+            f"its context."
         )
-        if notes is not None:
-            notes.append(
-                f"SQuAD: {len(fixed):,} of {n_answers:,} answers in {path.name} had an answer_start that did "
-                f"not point at the answer text; each was moved to the nearest occurrence of the text in "
-                f"its context."
-            )
+
+
+def read_squad_json(path: str | os.PathLike, notes: list[str] | None = None) -> dict[str, list]:
+    """Flatten an official SQuAD v1.1 JSON file into columns (id, title, context, question, answers).
+
+    A malformed entry (missing ``paragraphs`` / ``context`` / ``qas`` / ``id`` / ``question``,
+    a bad answer) raises ``ValueError`` naming the file and the question id (or the entry's
+    position).  An answer whose ``answer_start`` does not point at its text is moved to the
+    occurrence of the text in the context nearest to the given start (counted in a warning and,
+    when ``notes`` is given, in a note appended to it); an answer text that does not occur in
+    its context at all raises ``ValueError``.
+    """
+    path = Path(path)
+    cols, fixed = _flatten_qa(path, _load_articles(path))
+    _check_ids(path, cols["id"])
+    _report_fixes(path, cols, fixed, notes)
     return cols
 
 

@@ -37,7 +37,8 @@ from typing import NamedTuple
 
 import torch
 
-EXIT_PREEMPTED = 75
+from raft.train.runtime import EXIT_PREEMPTED  # 75 (EX_TEMPFAIL); re-exported here
+
 STATE_FILE = "state.pt"
 _NAME = re.compile(r"^step-(\d+)$")
 TMP_PREFIX = ".tmp-"

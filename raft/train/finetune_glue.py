@@ -1,49 +1,44 @@
 """`raft finetune-glue`: fine-tune a pretrained BERT/RAFT on one GLUE task, one N, one seed.
 
-Protocol (the paper's; data side owned by `raft.data.glue`): the official training set is
-split 75/25 with seed 96 into a train pool and a dev part; N training and N dev examples are
-drawn per seed (``--n full``: all of both); the official validation set is the test set
-(MNLI: matched and mismatched). AdamW (RAF coefficients in their own group, own lr),
-linear decay without warmup, evaluation on dev after every epoch, early stopping, the best
-epoch restored by the task's selection score, then one evaluation of every test set.
-Writes one metrics.json (docs/architecture.md) atomically at the very end.
+Protocol (the paper's; data side owned by `raft.data.glue` and `raft.data.split`): the
+official training set is split 75/25 with seed 96 into a train pool and a dev part; N training
+and N dev examples are drawn per seed (``--n full``: all of both); the official validation set
+is the test set (MNLI: matched and mismatched). AdamW (RAF coefficients in their own group, own
+lr), linear decay, evaluation on dev after every epoch, early stopping, the best epoch restored
+by the task's selection score, then one evaluation of every test set. Writes one metrics.json
+(docs/architecture.md) atomically at the very end.
+
+The run itself is `raft.train.finetune.run`; this module is its GLUE adapter (`GlueAdapter`:
+head, labels, data, encoding, metrics) and the command (flags: the run-level ones and one per
+field of `SETTINGS`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-
 import numpy as np
 
-from raft.train import runinfo
-from raft.train.loop import Encoded, Runtime, predict, train_with_args
-from raft.train.runinfo import UsageError
-
-log = logging.getLogger("raft.finetune_glue")
+from raft import settings
+from raft.train import finetune
+from raft.train.loop import Encoded, predict
+from raft.train.runtime import UsageError
 
 PROG = "raft finetune-glue"
-LOW_DATA = (20, 10)  # default (epochs, patience) for an integer N
-FULL = (3, 2)  # ... and for --n full
+SETTINGS = settings.Finetune  # the command's hyperparameters: its flags and its record
 
 
 def _tasks() -> tuple[str, ...]:
-    from raft.data.metrics import GLUE_TASKS
+    from raft.data.tasks import GLUE_TASKS
 
     return tuple(GLUE_TASKS)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--task", required=True, choices=_tasks(), help="GLUE task")
-    runinfo.add_common_arguments(parser, lr=5e-5, max_seq_length=128, low_data=LOW_DATA, full=FULL)
+    finetune.add_arguments(parser, SETTINGS)
 
 
 def main(args) -> int:
-    return runinfo.run_command(PROG, run, args)
-
-
-def default_schedule(n) -> tuple[int, int]:
-    return runinfo.default_schedule(n, LOW_DATA, FULL)
+    return finetune.command(PROG, args, SETTINGS, lambda a: GlueAdapter(a.task))
 
 
 def model_overrides(info) -> dict:
@@ -69,78 +64,40 @@ def encode(dataset, tokenizer, max_length: int, regression: bool) -> Encoded:
     return Encoded(enc["input_ids"], types, pad_id=tokenizer.pad_token_id or 0, labels=labels)
 
 
-def run(args) -> int:
-    t_start = time.perf_counter()
-    runinfo.setup_logging()
-    runinfo.check_common_arguments(args)
-    runinfo.set_num_threads(args.num_threads)
+class GlueAdapter(finetune.Adapter):
+    """One GLUE task in the fine-tuning skeleton: a sequence-classification head."""
 
-    from raft.data import glue
-    from raft.data.sources import DataSourceError
+    head = "sequence-classification"
+    id_column = "idx"
 
-    try:
-        info = glue.task_info(args.task)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    task = info.name
-    output, device, precision, epochs, patience = runinfo.prepare_run(args, LOW_DATA, FULL)
+    def __init__(self, task: str):
+        from raft.data import glue
 
-    # --- model (errors before any data work) ------------------------------------------
-    model, tokenizer, variant, mode_summary, max_len = runinfo.load_finetuning_model(
-        args, "sequence-classification", device, **model_overrides(info))
+        try:
+            self.info = glue.task_info(task)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        self.task = self.info.name
+        self.data_name = f"GLUE {self.task}"
+        self.selection_metric = glue.SELECTION_METRIC[self.task]
 
-    # --- data ----------------------------------------------------------------------------
-    try:
-        data = glue.load_glue(task, args.data_dir)
-    except (FileNotFoundError, DataSourceError, ValueError) as exc:
-        raise UsageError(f"cannot load GLUE {task}: {exc}") from exc
-    train_ds, dev_ds, tests, partial, data_notes = runinfo.sample_parts(data, args)
+    def config_overrides(self) -> dict:
+        return model_overrides(self.info)
 
-    t0 = time.perf_counter()
-    regression = info.is_regression
-    train = encode(train_ds, tokenizer, max_len, regression)
-    dev = encode(dev_ds, tokenizer, max_len, regression)
-    test_sets = {k: encode(v, tokenizer, max_len, regression) for k, v in tests.items()}
-    t_tokenize = time.perf_counter() - t0
-    log.info(
-        "%s %s n=%s seed=%d mode=%s: train %d, dev %d, test %s; %d trainable parameters; %s",
-        variant, task, args.n, args.seed, args.mode, len(train), len(dev),
-        {k: len(v) for k, v in test_sets.items()}, mode_summary["trainable_parameters"],
-        runinfo.device_description(device, precision),
-    )
+    def load(self, data_dir):
+        from raft.data import glue
 
-    # --- training --------------------------------------------------------------------------
-    runtime = Runtime.create(device, precision)
+        return glue.load_glue(self.task, data_dir)
 
-    def evaluate(part: Encoded, with_loss: bool = True) -> dict:
-        out = predict(model, part, batch_size=args.eval_batch_size, runtime=runtime, with_loss=with_loss)
-        metrics = data.metrics(out["logits"], part.targets["labels"])
+    def encode(self, sample, tokenizer, settings) -> finetune.Parts:
+        def enc(ds) -> Encoded:
+            return encode(ds, tokenizer, settings.max_seq_length, self.info.is_regression)
+
+        return finetune.Parts(enc(sample.train), enc(sample.dev), {k: enc(v) for k, v in sample.tests.items()})
+
+    def evaluate(self, model, part: Encoded, rt, settings, *, with_loss: bool = True) -> dict:
+        from raft.data.metrics import glue_metrics
+
+        out = predict(model, part, batch_size=settings.eval_batch_size, runtime=rt, with_loss=with_loss)
+        metrics = glue_metrics(self.task, out["logits"], part.targets["labels"])
         return {"metrics": metrics, "score": metrics["score"], "loss": out["loss"]}
-
-    t0 = time.perf_counter()
-    fit, opt_info = train_with_args(
-        model, train, lambda: evaluate(dev), args, runtime=runtime, epochs=epochs, patience=patience,
-        metric_name=data.selection_metric.replace(" ", ""), desc=f"{task} {variant} n={args.n} seed={args.seed}",
-    )
-    t_train = time.perf_counter() - t0
-
-    # --- test: the restored best epoch, every eval set ---------------------------------------
-    t0 = time.perf_counter()
-    test = {name: evaluate(part, with_loss=False)["metrics"] for name, part in test_sets.items()}
-    t_test = time.perf_counter() - t0
-    log.info("best epoch %d (dev %s %.4f); test %s", fit.best_epoch, data.selection_metric, fit.best_score,
-             {k: round(v["score"], 4) for k, v in test.items()})
-
-    if args.save_model:
-        runinfo.save_model(model, tokenizer, args.save_model)
-
-    record = runinfo.base_record(
-        args, task=task, variant=variant, data=data, fit=fit, test=test, train_ds=train_ds, dev_ds=dev_ds,
-        tests=tests, id_column="idx", partial=partial, data_notes=data_notes, mode_summary=mode_summary,
-        model=model, device=device, precision=precision, epochs=epochs, patience=patience,
-        max_seq_length=max_len, opt_info=opt_info, t_start=t_start,
-        timings={"tokenize": t_tokenize, "train": t_train, "test": t_test},
-    )
-    runinfo.write_json_atomic(output, record)
-    log.info("wrote %s (%.1fs)", output, record["wall_time_s"])
-    return 0

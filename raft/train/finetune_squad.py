@@ -1,49 +1,39 @@
 """`raft finetune-squad`: fine-tune a pretrained BERT/RAFT on SQuAD v1.1, one N, one seed.
 
-Protocol (data side owned by `raft.data.squad`): train pool / dev part from the official
-training set (75/25, seed 96), N questions of each drawn per seed (``--n full``: all); the
-official dev set is the test set -- offline (no train file) the official dev set is split by
-article and the held-out articles are the test part (labelled in the result). Windows of
-``--max-seq-length`` tokens with ``--doc-stride`` overlap; span predictions post-processed
-per question (best start+end over all windows); EM / F1 of the official v1.1 script.
-Model selection: F1 on the dev part after every epoch, early stopping, best epoch restored,
-then one evaluation on the test set. The authors froze the RAFs here: ``--mode frozen_rafs``.
+Protocol (data side owned by `raft.data.squad` and `raft.data.split`): train pool / dev part
+from the official training set (75/25, seed 96), N questions of each drawn per seed (``--n
+full``: all); the official dev set is the test set -- offline (no train file) the official dev
+set is split by article and the held-out articles are the test part (labelled in the result).
+Windows of ``--max-seq-length`` tokens with ``--doc-stride`` overlap; span predictions
+post-processed per question (best start+end over all windows); EM / F1 of the official v1.1
+script. Model selection: F1 on the dev part after every epoch, early stopping, best epoch
+restored, then one evaluation on the test set. The authors froze the RAFs here:
+``--mode frozen_rafs``.
+
+The run itself is `raft.train.finetune.run`; this module is its SQuAD adapter (`SquadAdapter`:
+window checks, features, span post-processing, EM/F1, feature counts and split info in the
+record) and the command (flags: the run-level ones and one per field of `SETTINGS`).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-
 import numpy as np
 
-from raft import checks
-from raft.train import runinfo
-from raft.train.loop import Encoded, Runtime, predict, train_with_args
-from raft.train.runinfo import UsageError
-
-log = logging.getLogger("raft.finetune_squad")
+from raft import checks, settings
+from raft.train import finetune, runtime
+from raft.train.loop import Encoded, predict
+from raft.train.runtime import UsageError
 
 PROG = "raft finetune-squad"
-LOW_DATA = (20, 10)  # default (epochs, patience) for an integer N
-FULL = (10, 2)  # ... and for --n full
+SETTINGS = settings.SquadFinetune  # the command's hyperparameters: its flags and its record
 
 
 def add_arguments(parser) -> None:
-    runinfo.add_common_arguments(parser, lr=1e-4, max_seq_length=384, low_data=LOW_DATA, full=FULL)
-    q = parser.add_argument_group("question answering")
-    q.add_argument("--doc-stride", type=int, default=128, help="tokens shared by two windows of a context (default 128)")
-    q.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens (default 64)")
-    q.add_argument("--max-answer-length", type=int, default=30, help="longest predicted answer in tokens (default 30)")
-    q.add_argument("--n-best", type=int, default=20, help="start/end candidates per window (default 20)")
+    finetune.add_arguments(parser, SETTINGS)
 
 
 def main(args) -> int:
-    return runinfo.run_command(PROG, run, args)
-
-
-def default_schedule(n) -> tuple[int, int]:
-    return runinfo.default_schedule(n, LOW_DATA, FULL)
+    return finetune.command(PROG, args, SETTINGS, lambda a: SquadAdapter())
 
 
 class EvalPart:
@@ -88,91 +78,63 @@ def encode_train(examples, tokenizer, **feature_kwargs) -> Encoded:
     )
 
 
-def run(args) -> int:
-    t_start = time.perf_counter()
-    runinfo.setup_logging()
-    runinfo.check_common_arguments(args)
-    for name in ("max_query_length", "max_answer_length", "n_best"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    runinfo.set_num_threads(args.num_threads)
+def window(settings) -> dict:
+    """The feature settings of a run: window length, stride, question length."""
+    return {"max_seq_length": settings.max_seq_length, "doc_stride": settings.doc_stride,
+            "max_query_length": settings.max_query_length}
 
-    from raft.data import squad
-    from raft.data.metrics import squad_metrics
-    from raft.data.sources import DataSourceError
 
-    output, device, precision, epochs, patience = runinfo.prepare_run(args, LOW_DATA, FULL)
+class SquadAdapter(finetune.Adapter):
+    """SQuAD v1.1 in the fine-tuning skeleton: a span head over overlapping windows."""
 
-    # --- model (errors before any data work) ------------------------------------------
-    model, tokenizer, variant, mode_summary, max_len = runinfo.load_finetuning_model(
-        args, "question-answering", device, finetuning_task="squad")
-    runinfo.check(checks.check_squad_window, max_len, args.doc_stride, args.max_query_length)
-    feature_kwargs = {"max_seq_length": max_len, "doc_stride": args.doc_stride,
-                      "max_query_length": args.max_query_length}
+    task = "squad"
+    head = "question-answering"
+    data_name = "SQuAD v1.1"
+    id_column = "id"
+    selection_metric = "f1"
 
-    # --- data ----------------------------------------------------------------------------
-    try:
-        data = squad.load_squad(args.data_dir)
-    except (FileNotFoundError, DataSourceError, ValueError) as exc:
-        raise UsageError(f"cannot load SQuAD v1.1: {exc}") from exc
-    train_ds, dev_ds, tests, partial, data_notes = runinfo.sample_parts(data, args)
+    def config_overrides(self) -> dict:
+        return {"finetuning_task": "squad"}
 
-    t0 = time.perf_counter()
-    train = encode_train(train_ds, tokenizer, **feature_kwargs)
-    dev = EvalPart(dev_ds, tokenizer, **feature_kwargs)
-    test_parts = {name: EvalPart(ds, tokenizer, **feature_kwargs) for name, ds in tests.items()}
-    t_tokenize = time.perf_counter() - t0
-    log.info(
-        "%s squad n=%s seed=%d mode=%s: train %d questions (%d windows), dev %d (%d), test %s; "
-        "%d trainable parameters; %s",
-        variant, args.n, args.seed, args.mode, len(train_ds), len(train), len(dev), dev.num_features,
-        {k: f"{len(v)} ({v.num_features})" for k, v in test_parts.items()},
-        mode_summary["trainable_parameters"], runinfo.device_description(device, precision),
-    )
+    def check(self, settings) -> None:
+        for name in ("max_query_length", "max_answer_length", "n_best"):
+            if getattr(settings, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
+        runtime.check(checks.check_squad_window, settings.max_seq_length, settings.doc_stride,
+                      settings.max_query_length)
 
-    # --- training --------------------------------------------------------------------------
-    runtime = Runtime.create(device, precision)
+    def load(self, data_dir):
+        from raft.data import squad
 
-    def evaluate(part: EvalPart) -> dict:
-        out = predict(model, part.encoded, batch_size=args.eval_batch_size, runtime=runtime,
+        return squad.load_squad(data_dir)
+
+    def encode(self, sample, tokenizer, settings) -> finetune.Parts:
+        kw = window(settings)
+        return finetune.Parts(encode_train(sample.train, tokenizer, **kw), EvalPart(sample.dev, tokenizer, **kw),
+                              {name: EvalPart(ds, tokenizer, **kw) for name, ds in sample.tests.items()})
+
+    def evaluate(self, model, part: EvalPart, rt, settings, *, with_loss: bool = True) -> dict:
+        from raft.data.metrics import squad_metrics
+        from raft.data.squad import postprocess_predictions
+
+        out = predict(model, part.encoded, batch_size=settings.eval_batch_size, runtime=rt,
                       outputs=("start_logits", "end_logits"), ragged=("start_logits", "end_logits"),
                       with_loss=False)
-        answers = squad.postprocess_predictions(
+        answers = postprocess_predictions(
             part.examples, part.meta, stack_ragged(out["start_logits"]), stack_ragged(out["end_logits"]),
-            n_best=args.n_best, max_answer_length=args.max_answer_length,
+            n_best=settings.n_best, max_answer_length=settings.max_answer_length,
         )
         metrics = squad_metrics(answers, part.references)
         return {"metrics": metrics, "score": metrics["score"], "loss": None}
 
-    t0 = time.perf_counter()
-    fit, opt_info = train_with_args(
-        model, train, lambda: evaluate(dev), args, runtime=runtime, epochs=epochs, patience=patience,
-        metric_name="f1", desc=f"squad {variant} n={args.n} seed={args.seed}",
-    )
-    t_train = time.perf_counter() - t0
+    def describe(self, sample, parts: finetune.Parts) -> str:
+        tests = {k: f"{len(v)} ({v.num_features})" for k, v in parts.tests.items()}
+        return (f"train {len(sample.train)} questions ({len(parts.train)} windows), "
+                f"dev {len(parts.dev)} ({parts.dev.num_features}), test {tests}")
 
-    # --- test: the restored best epoch -------------------------------------------------------
-    t0 = time.perf_counter()
-    test = {name: evaluate(part)["metrics"] for name, part in test_parts.items()}
-    t_test = time.perf_counter() - t0
-    log.info("best epoch %d (dev f1 %.2f); test %s", fit.best_epoch, fit.best_score,
-             {k: {m: round(v[m], 2) for m in ("exact_match", "f1")} for k, v in test.items()})
+    def sizes(self, parts: finetune.Parts) -> dict:
+        return {"features": {"train": len(parts.train), "dev": parts.dev.num_features,
+                             "test": {k: v.num_features for k, v in parts.tests.items()}}}
 
-    if args.save_model:
-        runinfo.save_model(model, tokenizer, args.save_model)
-
-    record = runinfo.base_record(
-        args, task="squad", variant=variant, data=data, fit=fit, test=test, train_ds=train_ds, dev_ds=dev_ds,
-        tests=tests, id_column="id", partial=partial, data_notes=data_notes, mode_summary=mode_summary,
-        model=model, device=device, precision=precision, epochs=epochs, patience=patience,
-        max_seq_length=max_len, opt_info=opt_info, t_start=t_start,
-        timings={"tokenize": t_tokenize, "train": t_train, "test": t_test},
-        sizes_extra={"features": {"train": len(train), "dev": dev.num_features,
-                                  "test": {k: v.num_features for k, v in test_parts.items()}}},
-        hyperparameters_extra={"doc_stride": args.doc_stride, "max_query_length": args.max_query_length,
-                               "max_answer_length": args.max_answer_length, "n_best": args.n_best},
-        provenance_extra={"split": dict(data.split_info)},
-    )
-    runinfo.write_json_atomic(output, record)
-    log.info("wrote %s (%.1fs)", output, record["wall_time_s"])
-    return 0
+    def provenance(self, data) -> dict:
+        return {"split": dict(data.split_info)}

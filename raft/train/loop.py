@@ -9,6 +9,9 @@
 - `fit`: evaluate on dev after every epoch, early stopping with `patience`, and the best
   epoch's weights restored at the end (best = strictly highest dev score, first on ties, so
   the selected epoch is the argmax of the dev curve).
+- `train_with_settings`: AdamW + schedule + `fit` with a run's `raft.settings.Finetune`.
+
+Where the model runs (device, precision, grad scaler) is a `raft.train.runtime.Runtime`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raft.train.runinfo import autocast
+from raft.train.runtime import Runtime, autocast
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +101,6 @@ def _bar(iterable, total: int, desc: str):
 # ---------------------------------------------------------------------------------------
 # training and evaluation
 # ---------------------------------------------------------------------------------------
-@dataclass
-class Runtime:
-    """Where and how the model runs."""
-
-    device: torch.device
-    precision: str = "fp32"  # resolved: fp32 | bf16 | fp16
-    scaler: object | None = None  # torch.amp.GradScaler for fp16
-
-    @classmethod
-    def create(cls, device: torch.device, precision: str) -> "Runtime":
-        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        return cls(device=device, precision=precision, scaler=scaler)
-
-
 def train_epoch(
     model: nn.Module,
     data: Encoded,
@@ -370,16 +359,16 @@ def train_with_early_stopping(
     return result, info
 
 
-def train_with_args(model: nn.Module, train: Encoded, evaluate_dev: Callable[[], dict], args, *,
-                    runtime: Runtime, epochs: int, patience: int, metric_name: str,
-                    desc: str) -> tuple[FitResult, dict]:
-    """`train_with_early_stopping` with the optimisation settings of a fine-tuning command's ``args``
-    (``--seed``, ``--batch-size``, ``--lr``... of `raft.train.runinfo.add_common_arguments`)."""
+def train_with_settings(model: nn.Module, train: Encoded, evaluate_dev: Callable[[], dict], settings, *,
+                        runtime: Runtime, seed: int, metric_name: str, desc: str) -> tuple[FitResult, dict]:
+    """`train_with_early_stopping` with the optimisation settings of a `raft.settings.Finetune`
+    (or `SquadFinetune`): epochs, patience, batch size, learning rates, decay, schedule, clipping."""
     return train_with_early_stopping(
         model, train, evaluate_dev,
-        runtime=runtime, seed=args.seed, epochs=epochs, patience=patience, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, rational_lr=args.rational_lr,
-        rational_weight_decay=args.rational_weight_decay, adam_eps=args.adam_eps,
-        warmup_ratio=args.warmup_ratio, rational_schedule=args.rational_schedule,
-        max_grad_norm=args.max_grad_norm, metric_name=metric_name, desc=desc,
+        runtime=runtime, seed=seed, epochs=settings.epochs, patience=settings.patience,
+        batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
+        rational_lr=settings.rational_lr, rational_weight_decay=settings.rational_weight_decay,
+        adam_eps=settings.adam_eps, warmup_ratio=settings.warmup_ratio,
+        rational_schedule=settings.rational_schedule, max_grad_norm=settings.max_grad_norm,
+        metric_name=metric_name, desc=desc,
     )

@@ -2,6 +2,11 @@
 
 A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-corpus`:
 
+- settings: the flags come from `raft.settings` (Model, Rational, Pretrain; the workflow builds
+  the same flags from its config), plus the command-level --corpus / --output /
+  --checkpoint-dir / --variant / --precision / --device (`Job`); device, precision (``auto``:
+  bf16 on a GPU that supports it, else fp16 with a grad scaler; fp32 on the CPU), processes and
+  exit codes come from `raft.train.runtime`, as for fine-tuning;
 - data: the token ids are held in memory as one int16/int32 tensor; the sequence order is a
   seeded permutation per epoch (epochs wrap around); optimisation step s uses positions
   [s*B, (s+1)*B) of that stream, split into per-process slices and micro-batches;
@@ -18,8 +23,11 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   ends exactly where an uninterrupted run would (same data order, masks, dropout RNG,
   optimizer/scheduler/scaler state; bit-exact on CPU). A run preempted by a signal exits with
   code 75 (EX_TEMPFAIL) after its checkpoint (a second Ctrl-C aborts without one); under
-  torchrun the workers exit 75 and torchrun itself exits non-zero. A checkpoint written with
-  other settings (model, recipe, seed, corpus size) is refused with an error (exit 2).
+  torchrun the workers exit 75 and torchrun itself exits non-zero. A checkpoint's identity is
+  the settings marked ``identity`` in `raft.settings` (model, recipe, seed; RAF options for
+  raft), the variant and the corpus size: a checkpoint of another identity is refused with an
+  error naming the differing flags (exit 2); the other settings (micro-batch, logging / eval /
+  save intervals, precision, ...) may change between attempts.
   log.csv / rationals.jsonl rows live in the checkpoint and are rewritten from it on resume
   (no duplicates); progress.jsonl is truncated to the resumed step;
 - multi-GPU: run the same command under `torchrun --nproc_per_node K -m raft.cli pretrain ...`
@@ -29,6 +37,10 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
 Outputs in --output: model/ (RaftForMaskedLM + corpus tokenizer), log.csv, rationals.jsonl and,
 last, metrics.json (its presence means the run completed). --checkpoint-dir holds checkpoints
 and progress.jsonl.
+
+Code map: `run` (CLI namespace -> settings) -> `train`: `setup` (checks, runtime, data, model,
+optimiser) -> `resume` (checkpoint -> `TrainState`) -> `train_loop` (`train_step`,
+`log_and_eval`, `save`) -> `write_outputs` (model/, metrics.json).
 """
 
 from __future__ import annotations
@@ -45,14 +57,22 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from raft import checks
-from raft.train.checkpoint import EXIT_PREEMPTED, StopSignal, load_resumable, prune, remove_temp, save_checkpoint
+from raft import checks, settings
+from raft.settings import Model, Pretrain, Rational
+from raft.train import runtime
+from raft.train.checkpoint import (
+    StopSignal,
+    load_resumable,
+    prune,
+    remove_temp,
+    save_checkpoint,
+)
 from raft.train.mlm import (
     DATA_TAG,
     EVAL_MASK_SEED,
@@ -66,119 +86,105 @@ from raft.train.mlm import (
     mlm_loss_sum,
 )
 from raft.train.progress import Progress, truncate_jsonl
+from raft.train.runtime import (
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    Dist,
+    Runtime,
+    UsageError,
+    check,
+)
 
+PROG = "raft pretrain"
 LOG_COLUMNS = ["step", "tokens", "loss", "lr", "val_loss", "val_perplexity"]
-# settings that must match for a checkpoint to be resumed
-IDENTITY_KEYS = [
-    "variant", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_position_embeddings",
-    "dropout", "rational_layers", "rational_init", "rational_degrees", "rational_lr", "rational_weight_decay",
-    "rational_schedule", "max_steps", "batch_size", "lr", "warmup_ratio", "weight_decay", "adam_beta1",
-    "adam_beta2", "adam_eps", "max_grad_norm", "mlm_probability", "seed",
-]
+MASK_REPLACE = [0.8, 0.1, 0.1]  # selected tokens -> [MASK] / random id / unchanged (raft.train.mlm)
+DEVICES = ("auto", "cpu", "cuda")
 
 
+# ---------------------------------------------------------------------------------- command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and outputs")
     g.add_argument("--corpus", required=True, type=Path, help="folder written by `raft prepare-corpus`")
     g.add_argument("--output", required=True, type=Path, help="run folder (model/, metrics.json, log.csv, rationals.jsonl)")
     g.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoints and progress.jsonl (default: OUTPUT/checkpoints)")
-    g = p.add_argument_group("model")
+    g = p.add_argument_group("run")
     g.add_argument("--variant", required=True, choices=["bert", "raft"])
-    g.add_argument("--num-layers", type=int, default=12)
-    g.add_argument("--hidden-size", type=int, default=768)
-    g.add_argument("--num-heads", type=int, default=12)
-    g.add_argument("--intermediate-size", type=int, default=3072)
-    g.add_argument("--max-position-embeddings", type=int, default=None, help="default: the corpus sequence length")
-    g.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
-    g.add_argument("--rational-layers", default="all,pooler", help="RAF placement (raft only), e.g. 'all,pooler', '0-5'")
-    g.add_argument("--rational-init", default="gelu", help="initial RAF shape (a name from raft/inits.json)")
-    g.add_argument("--rational-degrees", default="5,4", help="numerator,denominator degrees")
-    g.add_argument("--rational-lr", type=float, default=5e-3)
-    g.add_argument("--rational-weight-decay", type=float, default=0.1)
-    g.add_argument("--rational-schedule", choices=["constant", "linear"], default="constant",
-                   help="RAF lr after warmup: constant (paper) or linear decay like the other weights")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--max-steps", type=int, default=23000)
-    g.add_argument("--batch-size", type=int, default=4096, help="global effective batch (sequences per step)")
-    g.add_argument("--per-device-batch-size", type=int, default=None,
-                   help="micro-batch per process (default: batch-size / world size); accumulation fills the rest")
-    g.add_argument("--lr", type=float, default=7e-4)
-    g.add_argument("--warmup-ratio", type=float, default=0.01)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--adam-beta1", type=float, default=0.9)
-    g.add_argument("--adam-beta2", type=float, default=0.98)
-    g.add_argument("--adam-eps", type=float, default=1e-8)
-    g.add_argument("--max-grad-norm", type=float, default=0.0, help="0 = no clipping")
-    g.add_argument("--mlm-probability", type=float, default=0.15)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 autocast on CUDA if supported, else fp32")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    g = p.add_argument_group("logging and checkpoints")
-    g.add_argument("--save-steps", type=int, default=1000, help="checkpoint interval (0: only at the end / on SIGTERM)")
-    g.add_argument("--eval-steps", type=int, default=1000, help="validation interval (0: only at the end)")
-    g.add_argument("--logging-steps", type=int, default=50)
-    g.add_argument("--snapshot-steps", type=int, default=500, help="RAF coefficient snapshot interval (0: start and end)")
-    g.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints to keep (0: all)")
-    g.add_argument("--max-eval-sequences", type=int, default=None, help="cap on validation sequences (default: all)")
+    g.add_argument("--precision", choices=checks.PRECISIONS, default="auto",
+                   help="auto: bf16 on a CUDA GPU that supports it, else fp16 (grad scaler); fp32 on the CPU")
+    g.add_argument("--device", choices=DEVICES, default="auto", help="auto: this process's GPU if there is one")
+    settings.add_flags(p, Model)
+    settings.add_flags(p, Rational, "rational (the RAFs; raft only)")
+    settings.add_flags(p, Pretrain, "pretrain (optimisation, logging and checkpoints)")
+
+
+@dataclass(frozen=True)
+class Job:
+    """The command-level options of a run: what it reads and writes, and where it runs."""
+
+    variant: str  # "bert" | "raft"
+    corpus: Path
+    output: Path
+    checkpoint_dir: Path | None = None  # default: OUTPUT/checkpoints
+    precision: str = "auto"  # as asked; the resolved one is `Runtime.precision`
+    device: str = "auto"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Job:
+        return cls(variant=args.variant, corpus=Path(args.corpus), output=Path(args.output),
+                   checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+                   precision=args.precision, device=args.device)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir or self.output / "checkpoints"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.checkpoints / "progress.jsonl"
 
 
 def main(args) -> int:
     return run(args)
 
 
-# ---------------------------------------------------------------------------------- helpers
-class _Dist:
-    def __init__(self, device_arg: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available()):
-            self.device = torch.device("cuda", local)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        self.initialized_here = False
-        self.training = False
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-            self.initialized_here = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, *values: float) -> list[float]:
-        if self.world == 1:
-            return [float(v) for v in values]
-        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def any(self, flag: bool) -> bool:
-        return self.sum(float(flag))[0] > 0
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self):
-        if self.initialized_here and dist.is_initialized():
-            dist.destroy_process_group()
+def run(args: argparse.Namespace, on_step=None) -> int:
+    """`train` with the settings of a parsed command line. `on_step(step)` is called after every
+    optimiser step (tests)."""
+    return train(settings.from_args(Model, args), settings.from_args(Rational, args),
+                 settings.from_args(Pretrain, args), Job.from_args(args), on_step=on_step)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def train(model: Model, rational: Rational, pretrain: Pretrain, job: Job, on_step=None) -> int:
+    """Train (or resume) one run: 0 when it completed, `EXIT_PREEMPTED` after a signal's
+    checkpoint, `EXIT_USAGE` for a problem found before training (settings, corpus, checkpoint
+    of another identity); a failure during training raises."""
+    wall_start = time.perf_counter()
+    try:
+        world = Dist(job.device)
+    except UsageError as exc:
+        return _usage_error(exc)
+    try:
+        with StopSignal() as stop:
+            try:
+                current = setup(model, rational, pretrain, job, world, wall_start)
+                state = resume(current)
+            except (UsageError, ValueError, FileNotFoundError) as exc:
+                return _usage_error(exc)
+            start(current)
+            code = train_loop(current, state, stop, on_step)
+            if code == 0:
+                write_outputs(current, state)
+            return code
+    finally:
+        world.close()
 
 
+def _usage_error(exc: Exception) -> int:
+    print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------------- data
 def _load_ids(path: Path, dtype: torch.dtype) -> torch.Tensor:
     import datasets
 
@@ -260,6 +266,293 @@ class EpochStream:
         return torch.cat(parts)
 
 
+@dataclass
+class Data:
+    """The corpus of a run: train ids, the (capped) validation set with its fixed masks, tokenizer."""
+
+    train: torch.Tensor  # (train sequences, seq_len)
+    validation: torch.Tensor  # (validation sequences, seq_len)
+    val_inputs: torch.Tensor  # masked validation ids
+    val_labels: torch.Tensor
+    tokenizer: object
+    stats: dict  # the corpus's stats.json
+    mask_kw: dict  # mask_tokens' arguments
+    stream: EpochStream  # the order of the train sequences
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def seq_len(self) -> int:
+        return self.train.shape[1]
+
+    @property
+    def pad_id(self):
+        return self.tokenizer.pad_token_id
+
+    def masked_batch(self, step: int, size: int, seed: int):
+        """(ids, masked inputs, labels) of global batch `step` (positions [step*size, (step+1)*size))."""
+        batch = self.train[self.stream.indices(step * size, size)]
+        return (batch, *mask_train_batch(batch, seed, step, **self.mask_kw))
+
+
+def load_data(corpus: Path, pretrain: Pretrain) -> Data:
+    train_ids, val_ids, tokenizer, stats = load_corpus(corpus)
+    if pretrain.max_eval_sequences is not None:
+        val_ids = val_ids[: max(0, pretrain.max_eval_sequences)]
+    mask_kw = {"mask_token_id": tokenizer.mask_token_id, "vocab_size": len(tokenizer),
+               "special_ids": sorted(set(tokenizer.all_special_ids)), "probability": pretrain.mlm_probability}
+    val_inputs, val_labels = mask_eval_set(val_ids, **mask_kw)
+    return Data(train_ids, val_ids, val_inputs, val_labels, tokenizer, stats, mask_kw,
+                EpochStream(len(train_ids), pretrain.seed))
+
+
+@dataclass(frozen=True)
+class Batches:
+    """How one global batch splits: `world` processes x `accumulation` micro-batches of `per_device`."""
+
+    size: int
+    per_device: int
+    accumulation: int
+    world: int
+    rank: int
+
+    @classmethod
+    def plan(cls, pretrain: Pretrain, world: Dist) -> Batches:
+        if pretrain.batch_size <= 0 or pretrain.max_steps <= 0:
+            raise UsageError("--batch-size and --max-steps must be positive")
+        accumulation = check(checks.check_batch, pretrain.batch_size, pretrain.per_device_batch_size, world.world)
+        per_device = pretrain.batch_size // world.world // accumulation
+        return cls(pretrain.batch_size, per_device, accumulation, world.world, world.rank)
+
+    def rows(self, j: int) -> slice:
+        """This process's rows of micro-batch `j` in a global batch."""
+        first = self.rank * (self.size // self.world) + j * self.per_device
+        return slice(first, first + self.per_device)
+
+
+# ---------------------------------------------------------------------------------- setup
+@dataclass
+class Run:
+    """Everything one run works with, built once by `setup`."""
+
+    model_settings: Model  # max_position_embeddings resolved (None -> the corpus sequence length)
+    rational_settings: Rational
+    pretrain: Pretrain
+    job: Job
+    world: Dist
+    rt: Runtime
+    data: Data
+    batches: Batches
+    config: object  # the RaftConfig
+    model: torch.nn.Module  # RaftForMaskedLM
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler  # disabled unless fp16
+    warmup_steps: int
+    identity: dict  # what a checkpoint must share with this run to be resumed
+    wall_start: float
+    loss_module: torch.nn.Module | None = None  # SparseMLM (DDP-wrapped under torchrun); set by `start`
+
+    def say(self, msg: str) -> None:
+        if self.world.main:
+            print(f"[pretrain] {msg}", file=sys.stderr, flush=True)
+
+    def wall_time(self, state: TrainState) -> float:
+        return state.wall_before_s + time.perf_counter() - self.wall_start
+
+
+def setup(model: Model, rational: Rational, pretrain: Pretrain, job: Job, world: Dist, wall_start: float) -> Run:
+    """Check the settings, then load the data and build the model, optimiser and scheduler."""
+    from raft.optim import build_optimizer, build_scheduler
+
+    batches = Batches.plan(pretrain, world)
+    rt = Runtime.create(world.device, job.precision)
+    check(checks.check_model, model.hidden_size, model.num_heads)
+    if job.variant == "raft":
+        check(checks.check_rational, rational.layers, rational.init, model.num_layers)
+    data = load_data(job.corpus, pretrain)
+    check(checks.check_positions, model.max_position_embeddings, data.seq_len)
+    model = settings.replace(model, max_position_embeddings=model.max_position_embeddings or data.seq_len)
+
+    runtime.seed_everything(pretrain.seed)
+    config, net = build_model(job.variant, model, rational, data, rt.device)
+    if world.rank:  # different dropout masks per process
+        torch.manual_seed(derive_seed(pretrain.seed, world.rank))
+    optimizer = build_optimizer(net, lr=pretrain.lr, weight_decay=pretrain.weight_decay, rational_lr=rational.lr,
+                                rational_weight_decay=rational.weight_decay,
+                                betas=(pretrain.adam_beta1, pretrain.adam_beta2), eps=pretrain.adam_eps)
+    warmup_steps = round(pretrain.warmup_ratio * pretrain.max_steps)
+    scheduler = build_scheduler(optimizer, warmup_steps, pretrain.max_steps, rational.schedule)
+    scaler = rt.scaler or torch.amp.GradScaler(rt.device.type, enabled=False)  # a pass-through
+    identity = checkpoint_identity(job.variant, model, rational, pretrain, data.n_train, data.seq_len)
+    return Run(model, rational, pretrain, job, world, rt, data, batches, config, net, optimizer, scheduler,
+               scaler, warmup_steps, identity, wall_start)
+
+
+def _degrees(rational: Rational) -> tuple[int, ...]:
+    return tuple(int(d) for d in str(rational.degrees).split(","))
+
+
+def build_model(variant: str, model: Model, rational: Rational, data: Data, device: torch.device):
+    """(RaftConfig, RaftForMaskedLM on `device`, in training mode)."""
+    from raft.modeling import RaftForMaskedLM, make_config
+
+    config = make_config(
+        variant, rational_layers=rational.layers, rational_init=rational.init, rational_degrees=_degrees(rational),
+        vocab_size=len(data.tokenizer), hidden_size=model.hidden_size, num_hidden_layers=model.num_layers,
+        num_attention_heads=model.num_heads, intermediate_size=model.intermediate_size,
+        max_position_embeddings=model.max_position_embeddings, hidden_dropout_prob=model.dropout,
+        attention_probs_dropout_prob=model.dropout, pad_token_id=data.pad_id,
+    )
+    return config, RaftForMaskedLM(config).to(device).train()
+
+
+def start(run: Run) -> None:
+    """Say what runs, and wrap the model for the loss (DDP under torchrun: after resuming, so
+    that rank 0's restored weights are the ones broadcast)."""
+    from raft.modeling import count_parameters, rational_modules
+
+    b, data = run.batches, run.data
+    run.say(f"{run.job.variant}: {count_parameters(run.model):,} parameters, {len(rational_modules(run.model))} "
+            f"RAFs in the MLM model | {run.rt.describe(b.world)} | batch {b.size} = {b.world} x {b.per_device} x "
+            f"{b.accumulation} accumulation | {run.pretrain.max_steps} steps | train {data.n_train:,} x "
+            f"{data.seq_len}, validation {len(data.validation):,} sequences")
+    run.loss_module = SparseMLM(run.model)
+    if b.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [run.rt.device.index] if run.rt.device.type == "cuda" else None
+        run.loss_module = DistributedDataParallel(run.loss_module, device_ids=device_ids)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def checkpoint_identity(variant: str, model: Model, rational: Rational, pretrain: Pretrain,
+                        train_sequences: int, seq_len: int) -> dict:
+    """What a checkpoint must share with this run to be resumed: the settings marked ``identity``
+    (keyed by flag name: Rational's lr is rational_lr; the RAF options only for raft, they mean
+    nothing to the GELU model), the variant and the corpus size."""
+    parts = [model, pretrain] + ([rational] if variant == "raft" else [])
+    ident = {"variant": variant}
+    for obj in parts:
+        ident.update({type(obj).PREFIX + name: value for name, value in settings.identity(obj).items()})
+    return {**ident, "train_sequences": train_sequences, "seq_len": seq_len}
+
+
+def check_identity(path: Path, saved: dict, now: dict) -> None:
+    """A `UsageError` naming each setting in which checkpoint `path` differs from this run."""
+    corpus = {"train_sequences": "the corpus's train sequences", "seq_len": "the corpus's sequence length"}
+    diff = [f"{corpus.get(k) or '--' + k.replace('_', '-')} {saved.get(k)!r} (checkpoint) vs {v!r} (now)"
+            for k, v in now.items() if saved.get(k) != v]
+    if diff:
+        raise UsageError(f"checkpoint {path} was written with other settings: {'; '.join(diff)}; "
+                         "use another --checkpoint-dir or delete it")
+
+
+def _empty_interval() -> dict:
+    return {"loss_sum": 0.0, "count": 0}
+
+
+@dataclass
+class TrainState:
+    """The loop's counters and records: what a checkpoint holds besides weights, optimiser and RNGs."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    train_time_s: float = 0.0
+    wall_before_s: float = 0.0  # wall time of the earlier attempts of a resumed run
+    log_rows: list[dict] = field(default_factory=list)  # log.csv
+    snapshots: list[dict] = field(default_factory=list)  # rationals.jsonl
+    last_eval: dict | None = None  # {"step", "loss", "perplexity"}
+    interval: dict = field(default_factory=_empty_interval)  # loss sum / masked tokens since the last log row
+    resumed_from: list[int] = field(default_factory=list)
+
+    def to_checkpoint(self, wall_time_s: float) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "train_time_s": self.train_time_s,
+                "wall_time_s": wall_time_s, "interval": dict(self.interval), "log_rows": self.log_rows,
+                "snapshots": self.snapshots, "last_eval": self.last_eval, "resumed_from": self.resumed_from}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, main: bool) -> TrainState:
+        """The state after `ckpt`'s step; the open interval's loss is rank 0's alone (see `save`)."""
+        return cls(step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], train_time_s=ckpt["train_time_s"],
+                   wall_before_s=ckpt["wall_time_s"], log_rows=ckpt["log_rows"], snapshots=ckpt["snapshots"],
+                   last_eval=ckpt["last_eval"], interval=ckpt["interval"] if main else _empty_interval(),
+                   resumed_from=ckpt["resumed_from"] + [ckpt["step"]])
+
+
+def resume(run: Run) -> TrainState:
+    """The state to start from: the newest readable checkpoint (of this run's identity, else a
+    `UsageError`), restored into model, optimiser, scheduler, scaler and RNGs; else step 0."""
+    from raft.modeling import export_rationals
+
+    job, main = run.job, run.world.main
+    if main:
+        job.checkpoints.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_temp(job.checkpoints):
+            run.say(f"removed incomplete checkpoint {leftover}")
+    path, ckpt = _load_checkpoint(job.checkpoints, run.world, run.say)
+    if ckpt is None:
+        state = TrainState(snapshots=[{"step": 0, "rationals": export_rationals(run.model)}])
+    else:
+        check_identity(path, ckpt["identity"], run.identity)
+        restore(run, ckpt)
+        state = TrainState.from_checkpoint(ckpt, main)
+        run.say(f"resuming from step {state.step} (checkpoint {path})")
+    if main:
+        job.output.mkdir(parents=True, exist_ok=True)
+        (job.output / "metrics.json").unlink(missing_ok=True)  # present only once this run completes
+        if ckpt is None:
+            job.progress_path.unlink(missing_ok=True)
+        else:
+            truncate_jsonl(job.progress_path, state.step)
+        write_records(run, state)
+    return state
+
+
+def restore(run: Run, ckpt: dict) -> None:
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"] and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ckpt["scaler"])
+    rngs, world = ckpt["rng"], run.world
+    if len(rngs) == world.world:
+        _set_rng_state(rngs[world.rank], run.rt.device)
+    else:
+        run.say(f"warning: checkpoint from {len(rngs)} processes, now {world.world}: dropout RNG reseeded")
+        torch.manual_seed(derive_seed(run.pretrain.seed, world.rank, ckpt["step"]))
+
+
+def save(run: Run, state: TrainState, meter: Meter) -> Path | None:
+    """Checkpoint after `state.step` (rank 0 writes; returns the folder there, None elsewhere).
+
+    The running loss of the open logging interval, summed over processes, goes into the
+    checkpoint (held by rank 0 from here on), so a resumed run logs the same rows."""
+    world = run.world
+    meter.drain(state.interval)
+    loss_total, count = world.sum(state.interval["loss_sum"], state.interval["count"])
+    state.interval = {"loss_sum": loss_total, "count": int(count)} if world.main else _empty_interval()
+    rng = world.gather(_rng_state(run.rt.device))
+    path = None
+    if world.main:
+        b, data = run.batches, run.data
+        ckpt = {
+            **state.to_checkpoint(run.wall_time(state)),
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng,
+            "data": {"position": state.step * b.size, "epoch": state.step * b.size // data.n_train,
+                     "train_sequences": data.n_train, "seq_len": data.seq_len, "order_seed": run.pretrain.seed},
+            "identity": run.identity, "world_size": world.world,
+        }
+        path = save_checkpoint(run.job.checkpoints, state.step, ckpt,
+                               {"tokens_seen": state.tokens_seen, "train_time_s": state.train_time_s})
+        prune(run.job.checkpoints, run.pretrain.keep_checkpoints, protect=path)
+    world.barrier()
+    return path
+
+
 def _rng_state(device) -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -275,67 +568,190 @@ def _set_rng_state(state: dict, device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def _load_checkpoint(ckpt_dir: Path, world: Dist, say) -> tuple[Path | None, dict | None]:
+    """(path, state) to resume from. Rank 0 moves unreadable newer checkpoints aside first (and
+    says so), then the other processes load the same, now newest, checkpoint."""
+    found = load_resumable(ckpt_dir) if world.main else None
+    world.barrier()
+    if not world.main:
+        return load_resumable(ckpt_dir, move=False)[:2]
+    for bad in found.unreadable:
+        where = f"moved aside to {bad.now}" if bad.now != bad.path else "could not be moved aside"
+        say(f"checkpoint {bad.path} is unreadable ({bad.reason}): {where}")
+    if found.state is None and found.unreadable:
+        say(f"no readable checkpoint in {ckpt_dir}: starting from step 0 "
+            f"(moved aside: {', '.join(bad.now.name for bad in found.unreadable)})")
+    return found.path, found.state
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------- the loop
+class Meter:
+    """The open logging interval's training loss, summed on the device (no sync per step), and
+    its tokens/s clock."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.restart()
+
+    def restart(self) -> None:
+        self.started, self.tokens = time.perf_counter(), 0
+
+    def drain(self, interval: dict) -> None:
+        """Move the device sum into `interval["loss_sum"]`."""
+        interval["loss_sum"] += self.loss.item()
+        self.loss.zero_()
+
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.started, 1e-9)
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
-    _atomic_write(path, buf.getvalue())
+@dataclass(frozen=True)
+class Due:
+    """What falls due after an optimiser step (the last step: everything)."""
+
+    final: bool
+    log: bool
+    eval: bool
+    snapshot: bool
+    save: bool
+
+    @classmethod
+    def at(cls, step: int, p: Pretrain) -> Due:
+        final = step == p.max_steps
+
+        def every(n: int) -> bool:
+            return (n > 0 and step % n == 0) or final
+
+        return cls(final, every(max(1, p.logging_steps)), every(p.eval_steps), every(p.snapshot_steps),
+                   every(p.save_steps))
 
 
-def _write_snapshots(path: Path, snapshots: list[dict]) -> None:
-    _atomic_write(path, "".join(json.dumps(s) + "\n" for s in snapshots))
-
-
-def _identity(args, train_sequences: int, seq_len: int) -> dict:
-    ident = {k: getattr(args, k) for k in IDENTITY_KEYS}
-    if args.variant == "bert":  # RAF options are meaningless for the GELU model
-        for k in [k for k in ident if k.startswith("rational_")]:
-            ident.pop(k)
-    return {**ident, "train_sequences": train_sequences, "seq_len": seq_len}
-
-
-def _check(rule, *args):
-    """A `raft.checks` rule; its error (a ValueError: exit 2) names the flag."""
+def train_loop(run: Run, state: TrainState, stop: StopSignal, on_step=None) -> int:
+    """Optimiser steps up to --max-steps (returns 0), or up to a stop signal (checkpoint, then
+    `EXIT_PREEMPTED`); logs, evaluates, snapshots and checkpoints as they fall due."""
+    p, world = run.pretrain, run.world
+    progress = Progress(p.max_steps, run.job.progress_path, p.logging_steps, initial=state.step, desc="pretrain",
+                        enabled=world.main)
+    meter = Meter(run.rt.device)
     try:
-        return rule(*args)
-    except checks.SettingError as exc:
-        raise ValueError(exc.as_flag()) from None
+        while state.step < p.max_steps:
+            started = time.perf_counter()
+            train_step(run, state, meter)
+            due = Due.at(state.step, p)
+            if due.log or due.eval:
+                _sync(run.rt.device)  # queued GPU work belongs to training time
+            state.train_time_s += time.perf_counter() - started
+            if on_step is not None:
+                on_step(state.step)
+            stopping = world.any(stop.requested) and not due.final
+            if due.log or due.eval:
+                log_and_eval(run, state, meter, progress, evaluate_now=due.eval)
+            else:
+                progress.update(state.step)
+            if due.snapshot:
+                take_snapshot(run, state)
+            if due.save or stopping:
+                path = save(run, state, meter)
+                if world.main and not due.final:
+                    progress.write(f"checkpoint {path}")
+            if stopping:
+                return _preempted(stop, state.step, progress)
+    finally:
+        progress.close()
+    return 0
 
 
-def _resolve_precision(precision: str, device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return precision
+def train_step(run: Run, state: TrainState, meter: Meter) -> None:
+    """One optimiser step over global batch `state.step`: this process's micro-batches, the loss
+    normalised by the masked tokens of the whole global batch."""
+    b, rt = run.batches, run.rt
+    batch, inputs, labels = run.data.masked_batch(state.step, b.size, run.pretrain.seed)
+    scale = b.world / max(1, int((labels != IGNORE_INDEX).sum()))
+    for j in range(b.accumulation):
+        rows = b.rows(j)
+        positions, targets = masked_positions(labels[rows])
+        x = inputs[rows].to(rt.device, non_blocking=True)
+        attn = _attention_mask(batch[rows], run.data.pad_id, rt.device)
+        no_sync = run.loss_module.no_sync() if b.world > 1 and j < b.accumulation - 1 else nullcontext()
+        with no_sync:
+            with rt.autocast():
+                loss_sum = run.loss_module(x, positions.to(rt.device), targets.to(rt.device), attn)
+            run.scaler.scale(loss_sum * scale).backward()
+        meter.loss += loss_sum.detach().double()
+        state.interval["count"] += positions.numel()
+    optimizer_step(run)
+    state.step += 1
+    state.tokens_seen += b.size * run.data.seq_len
+    meter.tokens += b.size * run.data.seq_len
 
 
-def _device_name(device, world: int) -> str:
+def optimizer_step(run: Run) -> None:
+    """Clip (optional), step (through the grad scaler), zero the gradients, advance the schedule."""
+    if run.pretrain.max_grad_norm > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.pretrain.max_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+
+
+def log_and_eval(run: Run, state: TrainState, meter: Meter, progress: Progress, evaluate_now: bool) -> None:
+    """A log.csv row (and a progress line) for the interval ending at `state.step`, with a
+    validation loss when `evaluate_now`."""
+    meter.drain(state.interval)
+    loss_total, count = run.world.sum(state.interval["loss_sum"], state.interval["count"])
+    row = {"step": state.step, "tokens": state.tokens_seen, "loss": loss_total / count if count else None,
+           "lr": run.optimizer.param_groups[0]["lr"], "val_loss": None, "val_perplexity": None}
+    if evaluate_now:
+        row["val_loss"], row["val_perplexity"] = run_eval(run)
+        state.last_eval = {"step": state.step, "loss": row["val_loss"], "perplexity": row["val_perplexity"]}
+    state.log_rows.append(row)
+    state.interval = _empty_interval()
+    metrics = {"loss": row["loss"], "lr": row["lr"], "tokens_per_s": meter.tokens_per_s()}
+    if evaluate_now:
+        metrics.update(val_loss=row["val_loss"], val_ppl=row["val_perplexity"])
+    progress.update(state.step, **metrics)
+    meter.restart()
+    if run.world.main:
+        _write_log(run.job.output / "log.csv", state.log_rows)
+
+
+def take_snapshot(run: Run, state: TrainState) -> None:
+    from raft.modeling import export_rationals
+
+    state.snapshots.append({"step": state.step, "rationals": export_rationals(run.model)})
+    if run.world.main:
+        _write_snapshots(run.job.output / "rationals.jsonl", state.snapshots)
+
+
+def _preempted(stop: StopSignal, step: int, progress: Progress) -> int:
+    how = signal.Signals(stop.signum).name if stop.signum else "stop requested"
+    progress.write(f"preempted ({how}): checkpoint at step {step} saved; exiting with code {EXIT_PREEMPTED} "
+                   "(run the same command again to resume)")
+    return EXIT_PREEMPTED
+
+
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)} x{world}"
-    return f"cpu ({torch.get_num_threads()} threads) x{world}"
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------- evaluation
+def run_eval(run: Run) -> tuple[float | None, float | None]:
+    d = run.data
+    return evaluate(run.model, d.val_inputs, d.val_labels, d.validation, d.pad_id, 2 * run.batches.per_device,
+                    run.rt, run.world)
+
+
 @torch.no_grad()
-def evaluate(model, inputs, labels, attention_ids, pad_id, batch_size, ctx, rt: _Dist) -> tuple[float | None, float | None]:
+def evaluate(model, inputs, labels, attention_ids, pad_id, batch_size: int, rt: Runtime,
+             world: Dist) -> tuple[float | None, float | None]:
     """(mean masked-token loss, perplexity) over a pre-masked validation set, sharded over ranks."""
     n = len(inputs)
     if n == 0:
         return None, None
-    lo, hi = rt.rank * n // rt.world, (rt.rank + 1) * n // rt.world
+    lo, hi = world.rank * n // world.world, (world.rank + 1) * n // world.world
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=rt.device)
@@ -347,11 +763,11 @@ def evaluate(model, inputs, labels, attention_ids, pad_id, batch_size, ctx, rt: 
             continue
         x = inputs[rows].to(rt.device)
         attn = _attention_mask(attention_ids[rows], pad_id, rt.device)
-        with ctx():
+        with rt.autocast():
             total += mlm_loss_sum(model, x, positions.to(rt.device), targets.to(rt.device), attn).double()
         count += positions.numel()
     model.train(was_training)
-    total, count = rt.sum(total.item(), count)
+    total, count = world.sum(total.item(), count)
     if count == 0:
         return None, None
     loss = total / count
@@ -365,321 +781,97 @@ def _attention_mask(ids: torch.Tensor, pad_id, device):
     return (ids != pad_id).long().to(device)
 
 
-def _load_checkpoint(ckpt_dir: Path, rt: _Dist, say) -> tuple[Path | None, dict | None]:
-    """(path, state) to resume from. Rank 0 moves unreadable newer checkpoints aside first (and
-    says so), then the other processes load the same, now newest, checkpoint."""
-    found = load_resumable(ckpt_dir) if rt.main else None
-    rt.barrier()
-    if not rt.main:
-        return load_resumable(ckpt_dir, move=False)[:2]
-    for bad in found.unreadable:
-        where = f"moved aside to {bad.now}" if bad.now != bad.path else "could not be moved aside"
-        say(f"checkpoint {bad.path} is unreadable ({bad.reason}): {where}")
-    if found.state is None and found.unreadable:
-        say(f"no readable checkpoint in {ckpt_dir}: starting from step 0 "
-            f"(moved aside: {', '.join(bad.now.name for bad in found.unreadable)})")
-    return found.path, found.state
+# ---------------------------------------------------------------------------------- outputs
+def write_outputs(run: Run, state: TrainState) -> None:
+    """A final evaluation (unless the last step had one), then on rank 0 model/, log.csv,
+    rationals.jsonl and, last, metrics.json."""
+    if state.last_eval is None or state.last_eval["step"] != state.step:
+        loss, ppl = run_eval(run)
+        state.last_eval = {"step": state.step, "loss": loss, "perplexity": ppl}
+    if run.world.main:
+        _save_model(run)
+        write_records(run, state)
+        runtime.write_json_atomic(run.job.output / "metrics.json", metrics_record(run, state), indent=1)
+        run.say(f"done: {state.step} steps, eval loss {state.last_eval['loss']}, perplexity "
+                f"{state.last_eval['perplexity']} -> {run.job.output}")
+    run.world.barrier()
 
 
-# ---------------------------------------------------------------------------------- training
-def run(args, on_step=None) -> int:
-    """Train (or resume) one run. `on_step(step)` is called after every optimiser step (tests)."""
-    rt = _Dist(args.device)
-    try:
-        with StopSignal() as stop:
-            return _run(args, rt, stop, on_step)
-    except (ValueError, FileNotFoundError) as exc:
-        if getattr(rt, "training", False):  # a bug during training: keep the traceback
-            raise
-        print(f"raft pretrain: error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        rt.close()
+def _save_model(run: Run) -> None:
+    output = run.job.output
+    tmp = output / f".model.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.model.save_pretrained(tmp)
+    run.data.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(output / "model", ignore_errors=True)
+    os.rename(tmp, output / "model")
 
 
-def _run(args, rt: _Dist, stop: StopSignal, on_step) -> int:
-    from raft.modeling import RaftForMaskedLM, count_parameters, export_rationals, make_config, rational_modules
-    from raft.optim import build_optimizer, build_scheduler
+def metrics_record(run: Run, state: TrainState) -> dict:
+    """metrics.json (docs/architecture.md)."""
+    from raft.modeling import count_parameters
 
-    wall_start = time.perf_counter()
+    data, world, last = run.data, run.world, state.last_eval
+    return {
+        "variant": run.job.variant, "seed": run.pretrain.seed, "steps": state.step, "tokens_seen": state.tokens_seen,
+        "eval_loss": last["loss"], "perplexity": last["perplexity"], "wall_time_s": run.wall_time(state),
+        "train_time_s": state.train_time_s, "tokens_per_s": state.tokens_seen / max(state.train_time_s, 1e-9),
+        "device": runtime.device_description(run.rt.device, world=world.world), "precision": run.rt.precision,
+        "world_size": world.world, "resumed_from_steps": state.resumed_from,
+        "model": {**settings.as_record(run.model_settings), "vocab_size": len(data.tokenizer),
+                  "seq_len": data.seq_len, "parameters": count_parameters(run.model)},
+        "rational": rational_record(run),
+        "data": {"source": data.stats.get("source", "unknown"), "corpus": str(run.job.corpus),
+                 "train_sequences": data.n_train, "validation_sequences": len(data.validation),
+                 "seq_len": data.seq_len, "epochs": state.tokens_seen / (data.n_train * data.seq_len)},
+        "hyperparameters": hyperparameters(run),
+    }
 
-    def say(msg: str) -> None:
-        if rt.main:
-            print(f"[pretrain] {msg}", file=sys.stderr, flush=True)
 
-    # ---- settings
-    B = args.batch_size
-    if B <= 0 or args.max_steps <= 0:
-        raise ValueError("--batch-size and --max-steps must be positive")
-    accum = _check(checks.check_batch, B, args.per_device_batch_size, rt.world)
-    per_rank = B // rt.world
-    pd = per_rank // accum
-    precision = _resolve_precision(args.precision, rt.device)
-    _check(checks.check_precision, precision, rt.device.type)
-    _check(checks.check_model, args.hidden_size, args.num_heads)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = (lambda: torch.autocast(rt.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
-    if rt.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    degrees = tuple(int(d) for d in str(args.rational_degrees).split(","))
+def rational_record(run: Run) -> dict:
+    """The RAF settings as given (lr, weight_decay, schedule) and as used: placement, shape, size."""
+    from raft.modeling import export_rationals, rational_modules
 
-    # ---- data
-    train_ids, val_ids, tokenizer, stats = load_corpus(args.corpus)
-    n_train, L = train_ids.shape
-    if args.max_eval_sequences is not None:
-        val_ids = val_ids[: max(0, args.max_eval_sequences)]
-    special = sorted(set(tokenizer.all_special_ids))
-    mask_kw = dict(mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), special_ids=special,
-                   probability=args.mlm_probability)
-    val_inputs, val_labels = mask_eval_set(val_ids, **mask_kw)
-    pad_id = tokenizer.pad_token_id
-    stream = EpochStream(n_train, args.seed)
-    _check(checks.check_positions, args.max_position_embeddings, L)
-    args.max_position_embeddings = args.max_position_embeddings or L
+    r, config, raft = run.rational_settings, run.config, run.job.variant == "raft"
+    rafs = rational_modules(run.model)
+    return {
+        **settings.as_record(r),
+        "layers": config.rational_layers, "pooler": config.rational_pooler,
+        "spec": r.layers if raft else "none", "init": r.init if raft else None,
+        "degrees": list(_degrees(r)) if raft else None,
+        "scalars": config.num_rational_scalars if raft else 0,
+        "trained_in_pretraining": sum(p.numel() for m in rafs.values() for p in m.parameters()),
+        "final": export_rationals(run.model),
+    }
 
-    # ---- model and optimiser
-    _seed_all(args.seed)
-    config = make_config(
-        args.variant, rational_layers=args.rational_layers, rational_init=args.rational_init,
-        rational_degrees=degrees, vocab_size=len(tokenizer), hidden_size=args.hidden_size,
-        num_hidden_layers=args.num_layers, num_attention_heads=args.num_heads,
-        intermediate_size=args.intermediate_size, max_position_embeddings=args.max_position_embeddings,
-        hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout, pad_token_id=pad_id,
-    )
-    model = RaftForMaskedLM(config).to(rt.device).train()
-    if rt.rank:  # different dropout masks per process
-        torch.manual_seed(derive_seed(args.seed, rt.rank))
-    optimizer = build_optimizer(model, lr=args.lr, weight_decay=args.weight_decay, rational_lr=args.rational_lr,
-                                rational_weight_decay=args.rational_weight_decay,
-                                betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps)
-    warmup_steps = int(round(args.warmup_ratio * args.max_steps))
-    scheduler = build_scheduler(optimizer, warmup_steps, args.max_steps, args.rational_schedule)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=precision == "fp16")
 
-    # ---- resume
-    output, ckpt_dir = Path(args.output), Path(args.checkpoint_dir or Path(args.output) / "checkpoints")
-    progress_path = ckpt_dir / "progress.jsonl"
-    identity = _identity(args, n_train, L)
-    if rt.main:
-        output.mkdir(parents=True, exist_ok=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (output / "metrics.json").unlink(missing_ok=True)  # present only once this run completes
-        for leftover in remove_temp(ckpt_dir):
-            say(f"removed incomplete checkpoint {leftover}")
-    ckpt_path, state = _load_checkpoint(ckpt_dir, rt, say)
-    if state is not None:
-        diff = {k: (state["identity"].get(k), v) for k, v in identity.items() if state["identity"].get(k) != v}
-        if diff:
-            raise ValueError(f"checkpoint {ckpt_path} was written with other settings {diff} (checkpoint, now); "
-                             "use another --checkpoint-dir or delete it")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"] and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) == rt.world:
-            _set_rng_state(rngs[rt.rank], rt.device)
-        else:
-            say(f"warning: checkpoint from {len(rngs)} processes, now {rt.world}: dropout RNG reseeded")
-            torch.manual_seed(derive_seed(args.seed, rt.rank, state["step"]))
-        step, tokens_seen = state["step"], state["tokens_seen"]
-        train_time, wall_before = state["train_time_s"], state["wall_time_s"]
-        log_rows, snapshots, last_eval = state["log_rows"], state["snapshots"], state["last_eval"]
-        interval = state["interval"] if rt.main else {"loss_sum": 0.0, "count": 0}
-        resumed_from = state["resumed_from"] + [step]
-        say(f"resuming from step {step} (checkpoint {ckpt_path})")
-        if rt.main:
-            truncate_jsonl(progress_path, step)
-    else:
-        step = tokens_seen = 0
-        train_time = wall_before = 0.0
-        log_rows, snapshots, last_eval, resumed_from = [], [], None, []
-        interval = {"loss_sum": 0.0, "count": 0}
-        snapshots.append({"step": 0, "rationals": export_rationals(model)})
-        if rt.main:
-            progress_path.unlink(missing_ok=True)
-    del state
-    if rt.main:
-        _write_log(output / "log.csv", log_rows)
-        _write_snapshots(output / "rationals.jsonl", snapshots)
+def hyperparameters(run: Run) -> dict:
+    """The Pretrain settings as given, with the values derived from them and the RAF recipe."""
+    p, r, b = run.pretrain, run.rational_settings, run.batches
+    return {
+        **settings.as_record(p),
+        "per_device_batch_size": b.per_device, "gradient_accumulation_steps": b.accumulation,
+        "world_size": b.world, "warmup_steps": run.warmup_steps, "schedule": "linear",
+        "adam_betas": [p.adam_beta1, p.adam_beta2], "mask_replace": MASK_REPLACE,
+        "rational_lr": r.lr, "rational_weight_decay": r.weight_decay, "rational_schedule": r.schedule,
+        "precision": run.rt.precision, "eval_mask_seed": EVAL_MASK_SEED,
+    }
 
-    n_params = count_parameters(model)
-    rafs = rational_modules(model)
-    say(f"{args.variant}: {n_params:,} parameters, {len(rafs)} RAFs in the MLM model | {_device_name(rt.device, rt.world)} "
-        f"{precision} | batch {B} = {rt.world} x {pd} x {accum} accumulation | {args.max_steps} steps | "
-        f"train {n_train:,} x {L}, validation {len(val_ids):,} sequences")
 
-    loss_module = SparseMLM(model)
-    if rt.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+def write_records(run: Run, state: TrainState) -> None:
+    """log.csv and rationals.jsonl as the state has them (rank 0)."""
+    _write_log(run.job.output / "log.csv", state.log_rows)
+    _write_snapshots(run.job.output / "rationals.jsonl", state.snapshots)
 
-        loss_module = DistributedDataParallel(loss_module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
 
-    def checkpoint(at_step: int) -> Path:
-        rng = rt.gather(_rng_state(rt.device))
-        path = None
-        if rt.main:
-            state = {
-                "step": at_step, "tokens_seen": tokens_seen, "train_time_s": train_time,
-                "wall_time_s": wall_before + time.perf_counter() - wall_start,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                "data": {"position": at_step * B, "epoch": at_step * B // n_train, "train_sequences": n_train,
-                         "seq_len": L, "order_seed": args.seed},
-                "interval": dict(interval), "log_rows": log_rows, "snapshots": snapshots, "last_eval": last_eval,
-                "identity": identity, "resumed_from": resumed_from, "world_size": rt.world,
-            }
-            path = save_checkpoint(ckpt_dir, at_step, state, {"tokens_seen": tokens_seen, "train_time_s": train_time})
-            prune(ckpt_dir, args.keep_checkpoints, protect=path)
-        rt.barrier()
-        return path
+def _write_log(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
+    runtime.write_text_atomic(path, buf.getvalue())
 
-    def run_eval():
-        return evaluate(model, val_inputs, val_labels, val_ids, pad_id, 2 * pd, autocast, rt)
 
-    # ---- loop
-    rt.training = True  # from here on, errors are not usage errors
-    progress = Progress(args.max_steps, progress_path, args.logging_steps, initial=step, desc="pretrain",
-                        enabled=rt.main)
-    interval_loss = torch.zeros((), dtype=torch.float64, device=rt.device)
-    interval_start, interval_tokens = time.perf_counter(), 0
-    try:
-        while step < args.max_steps:
-            t0 = time.perf_counter()
-            batch = train_ids[stream.indices(step * B, B)]
-            inputs, labels = mask_train_batch(batch, args.seed, step, **mask_kw)
-            scale = rt.world / max(1, int((labels != IGNORE_INDEX).sum()))
-            for j in range(accum):
-                rows = slice(rt.rank * per_rank + j * pd, rt.rank * per_rank + (j + 1) * pd)
-                positions, targets = masked_positions(labels[rows])
-                x = inputs[rows].to(rt.device, non_blocking=True)
-                attn = _attention_mask(batch[rows], pad_id, rt.device)
-                no_sync = loss_module.no_sync() if rt.world > 1 and j < accum - 1 else nullcontext()
-                with no_sync:
-                    with autocast():
-                        loss_sum = loss_module(x, positions.to(rt.device), targets.to(rt.device), attn)
-                    scaler.scale(loss_sum * scale).backward()
-                interval_loss += loss_sum.detach().double()
-                interval["count"] += positions.numel()
-            if args.max_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            tokens_seen += B * L
-            interval_tokens += B * L
-            final = step == args.max_steps
-            log_due = step % max(1, args.logging_steps) == 0 or final
-            eval_due = (args.eval_steps > 0 and step % args.eval_steps == 0) or final
-            if log_due or eval_due:
-                _sync(rt.device)  # queued GPU work belongs to training time
-            train_time += time.perf_counter() - t0
-            if on_step is not None:
-                on_step(step)
-            stopping = rt.any(stop.requested) and not final
-
-            if log_due or eval_due:
-                interval["loss_sum"] += interval_loss.item()
-                interval_loss.zero_()
-                loss_total, count = rt.sum(interval["loss_sum"], interval["count"])
-                row = {"step": step, "tokens": tokens_seen, "loss": loss_total / count if count else None,
-                       "lr": optimizer.param_groups[0]["lr"], "val_loss": None, "val_perplexity": None}
-                if eval_due:
-                    row["val_loss"], row["val_perplexity"] = run_eval()
-                    last_eval = {"step": step, "loss": row["val_loss"], "perplexity": row["val_perplexity"]}
-                log_rows.append(row)
-                interval = {"loss_sum": 0.0, "count": 0}
-                elapsed = time.perf_counter() - interval_start
-                metrics = {"loss": row["loss"], "lr": row["lr"], "tokens_per_s": interval_tokens / max(elapsed, 1e-9)}
-                if eval_due:
-                    metrics.update(val_loss=row["val_loss"], val_ppl=row["val_perplexity"])
-                progress.update(step, **metrics)
-                interval_start, interval_tokens = time.perf_counter(), 0
-                if rt.main:
-                    _write_log(output / "log.csv", log_rows)
-            else:
-                progress.update(step)
-            if (args.snapshot_steps > 0 and step % args.snapshot_steps == 0) or final:
-                snapshots.append({"step": step, "rationals": export_rationals(model)})
-                if rt.main:
-                    _write_snapshots(output / "rationals.jsonl", snapshots)
-            if (args.save_steps > 0 and step % args.save_steps == 0) or final or stopping:
-                # the running loss of the current logging interval, summed over processes, goes into
-                # the checkpoint (held by rank 0 from here on), so a resumed run logs the same rows
-                interval["loss_sum"] += interval_loss.item()
-                interval_loss.zero_()
-                loss_total, count = rt.sum(interval["loss_sum"], interval["count"])
-                interval = {"loss_sum": loss_total if rt.main else 0.0, "count": int(count) if rt.main else 0}
-                path = checkpoint(step)
-                if rt.main and not final:
-                    progress.write(f"checkpoint {path}")
-            if stopping:
-                how = signal.Signals(stop.signum).name if stop.signum else "stop requested"
-                progress.write(f"preempted ({how}): "
-                               f"checkpoint at step {step} saved; exiting with code {EXIT_PREEMPTED} "
-                               "(run the same command again to resume)")
-                return EXIT_PREEMPTED
-    finally:
-        progress.close()
-
-    # ---- final outputs (a run resumed at max_steps lands here directly)
-    if last_eval is None or last_eval["step"] != step:
-        loss, ppl = run_eval()
-        last_eval = {"step": step, "loss": loss, "perplexity": ppl}
-    if rt.main:
-        tmp_model = output / f".model.tmp-{os.getpid()}"
-        shutil.rmtree(tmp_model, ignore_errors=True)
-        model.save_pretrained(tmp_model)
-        tokenizer.save_pretrained(tmp_model)
-        shutil.rmtree(output / "model", ignore_errors=True)
-        os.rename(tmp_model, output / "model")
-        _write_log(output / "log.csv", log_rows)
-        _write_snapshots(output / "rationals.jsonl", snapshots)
-        wall = wall_before + time.perf_counter() - wall_start
-        metrics = {
-            "variant": args.variant, "seed": args.seed, "steps": step, "tokens_seen": tokens_seen,
-            "eval_loss": last_eval["loss"], "perplexity": last_eval["perplexity"],
-            "wall_time_s": wall, "train_time_s": train_time, "tokens_per_s": tokens_seen / max(train_time, 1e-9),
-            "device": _device_name(rt.device, rt.world), "precision": precision, "world_size": rt.world,
-            "resumed_from_steps": resumed_from,
-            "model": {
-                "num_layers": args.num_layers, "hidden_size": args.hidden_size, "num_heads": args.num_heads,
-                "intermediate_size": args.intermediate_size, "max_position_embeddings": args.max_position_embeddings,
-                "vocab_size": len(tokenizer), "seq_len": L, "dropout": args.dropout, "parameters": n_params,
-            },
-            "rational": {
-                "layers": config.rational_layers, "pooler": config.rational_pooler,
-                "spec": args.rational_layers if args.variant == "raft" else "none",
-                "init": args.rational_init if args.variant == "raft" else None,
-                "degrees": list(degrees) if args.variant == "raft" else None,
-                "lr": args.rational_lr, "weight_decay": args.rational_weight_decay, "schedule": args.rational_schedule,
-                "scalars": config.num_rational_scalars if args.variant == "raft" else 0,
-                "trained_in_pretraining": sum(p.numel() for m in rafs.values() for p in m.parameters()),
-                "final": export_rationals(model),
-            },
-            "data": {
-                "source": stats.get("source", "unknown"), "corpus": str(args.corpus), "train_sequences": n_train,
-                "validation_sequences": len(val_ids), "seq_len": L,
-                "epochs": tokens_seen / (n_train * L),
-            },
-            "hyperparameters": {
-                "max_steps": args.max_steps, "batch_size": B, "per_device_batch_size": pd,
-                "gradient_accumulation_steps": accum, "world_size": rt.world, "lr": args.lr,
-                "warmup_ratio": args.warmup_ratio, "warmup_steps": warmup_steps, "schedule": "linear",
-                "weight_decay": args.weight_decay, "adam_betas": [args.adam_beta1, args.adam_beta2],
-                "adam_eps": args.adam_eps, "max_grad_norm": args.max_grad_norm,
-                "mlm_probability": args.mlm_probability, "mask_replace": [0.8, 0.1, 0.1],
-                "rational_lr": args.rational_lr, "rational_weight_decay": args.rational_weight_decay,
-                "rational_schedule": args.rational_schedule, "precision": precision, "seed": args.seed,
-                "max_eval_sequences": args.max_eval_sequences, "eval_mask_seed": EVAL_MASK_SEED,
-            },
-        }
-        _atomic_write(output / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-        say(f"done: {step} steps, eval loss {last_eval['loss']}, perplexity {last_eval['perplexity']} -> {output}")
-    rt.barrier()
-    return 0
+def _write_snapshots(path: Path, snapshots: list[dict]) -> None:
+    runtime.write_text_atomic(path, "".join(json.dumps(s) + "\n" for s in snapshots))

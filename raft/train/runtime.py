@@ -14,7 +14,7 @@ import os
 import platform
 import random
 import sys
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,11 +66,15 @@ def set_num_threads(num_threads: int | None) -> None:
 
 
 def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
-    """``name`` ("cpu", "cuda", "cuda:1"; None or "auto": CUDA when present, else the CPU)."""
+    """``name`` ("cpu", "cuda", "cuda:1"; None or "auto": CUDA when present, else the CPU).
+
+    "cuda" and "auto" mean GPU ``local_rank`` (one process per GPU under torchrun)."""
     if name and name != "auto":
         dev = torch.device(name)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"device {name!r} requested but CUDA is not available")
+        if dev.type == "cuda" and dev.index is None:  # "cuda": this process's GPU (torchrun's LOCAL_RANK)
+            dev = torch.device("cuda", local_rank)
         return dev
     return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
@@ -112,7 +116,7 @@ class Runtime:
     scaler: object | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, device: torch.device, precision: str | None) -> "Runtime":
+    def create(cls, device: torch.device, precision: str | None) -> Runtime:
         resolved = resolve_precision(precision, device)
         if device.type == "cuda":  # TF32 matmuls (fp32 master weights keep their precision)
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -197,15 +201,17 @@ def _jsonable(obj):
     return obj
 
 
-def write_json_atomic(path, obj, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file + fsync + rename."""
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file + fsync + rename: a reader (or a rerun after
+    a crash) sees the old file or the new one, never a torn one. The file gets the usual
+    permissions (umask), not a temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    f = open(tmp, "x", encoding="utf-8")  # noqa: SIM115 - closed below; "x": never someone else's file
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(obj), f, indent=indent, allow_nan=True)
-            f.write("\n")
+        with f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -214,3 +220,8 @@ def write_json_atomic(path, obj, indent: int = 2) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json_atomic(path, obj, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=indent, allow_nan=True) + "\n")

@@ -1,157 +1,26 @@
-# Configuration checks, helpers and target lists shared by all rule files.
+# The checked config, helpers and target lists shared by all rule files.
 
-import os
 import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from raft import study
-from raft.data.glue import TASK_INFO
-
-# ------------------------------------------------------------------------------------------
-# validation (before any job): JSON schema with defaults, then checks a schema cannot express
-# ------------------------------------------------------------------------------------------
-
-
-def _key_path(path):
-    """['glue', 'low_data', 'sizes', 0] -> 'glue.low_data.sizes[0]'."""
-    parts = []
-    for part in path:
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-        else:
-            parts.append(f".{part}" if parts else str(part))
-    return "".join(parts) or "<top level>"
-
-
-def _validate_config(cfg):
-    """JSON-schema validation with defaults; a failure names the key and the problem."""
-    import jsonschema
-
-    try:
-        validate(cfg, "../schemas/config.schema.yaml", set_default=True)
-    except WorkflowError as err:
-        cause = err.__context__
-        if not isinstance(cause, jsonschema.ValidationError):
-            raise
-        # oneOf / anyOf: report the deepest (most specific) sub-error
-        best = max(cause.context, key=lambda e: len(e.absolute_path)) if cause.context else cause
-        where = _key_path(list(best.absolute_path) or list(cause.absolute_path))
-        hint = ""
-        if isinstance(best.instance, str):
-            try:
-                float(best.instance)
-                hint = (
-                    " (YAML reads numbers like 1e-3 as text: write 1.0e-3, or use a "
-                    "--configfile instead of --config for numbers and lists)"
-                )
-            except ValueError:
-                pass
-        raise WorkflowError(
-            f"invalid configuration value at '{where}': {best.message}{hint}. "
-            "Keys, types and defaults: workflow/schemas/config.schema.yaml"
-        ) from None
-    _check_whole_numbers(cfg)
-
-
-def _check_whole_numbers(cfg):
-    """JSON Schema counts 1.0 as an integer; the commands do not: reject it, naming the key."""
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
-    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
-    )
-    validator = jsonschema.validators.extend(
-        jsonschema.Draft202012Validator, type_checker=strict
-    )(schema)
-    for err in validator.iter_errors(cfg):
-        if isinstance(err.instance, float) and err.instance.is_integer():
-            raise WorkflowError(
-                f"invalid configuration value at '{_key_path(list(err.absolute_path))}': "
-                f"{err.instance} is not a whole number; write {int(err.instance)}"
-            )
-
-
-def _resolve_data_dir(cfg):
-    """config data_dir, else $RAFT_DATA_DIR, else None (Hub). A given folder must exist."""
-    value, origin = cfg.get("data_dir"), "data_dir"
-    if not value:
-        value, origin = os.environ.get("RAFT_DATA_DIR", ""), "data_dir (from $RAFT_DATA_DIR)"
-    if not value:
-        return None
-    path = Path(os.path.expanduser(str(value)))
-    if not path.is_dir():
-        raise WorkflowError(
-            f"invalid configuration value at '{origin}': local data folder {str(path)!r} does "
-            "not exist. Point data_dir (or $RAFT_DATA_DIR) at a folder with glue/, squad/, "
-            "corpus/, vocab/ subfolders, or set data_dir: null and unset RAFT_DATA_DIR to "
-            "use the Hugging Face Hub."
-        )
-    return str(path.resolve())
-
-
-def _check_config(cfg):
-    efficient = cfg["glue"]["efficient"]
-    for key in ("tasks", "sizes", "seeds"):
-        others = [k for k in ("tasks", "sizes", "seeds") if k != key]
-        if efficient[key] and not all(efficient[k] for k in others):
-            raise WorkflowError(
-                f"invalid configuration value at 'glue.efficient': '{key}' is set but "
-                f"{' / '.join(others)} are empty; give all three or none"
-            )
-    low = cfg["squad"]["low_data"]
-    if bool(low["sizes"]) != bool(low["seeds"]):
-        raise WorkflowError(
-            "invalid configuration value at 'squad.low_data': give both sizes and seeds, or neither"
-        )
-    low = cfg["glue"]["low_data"]
-    if bool(low["sizes"]) != bool(low["seeds"]):
-        raise WorkflowError(
-            "invalid configuration value at 'glue.low_data': give both sizes and seeds, or neither"
-        )
-    corpus = cfg["corpus"]
-    if corpus["vocab_file"] and corpus["vocab_size"]:
-        raise WorkflowError(
-            "invalid configuration value at 'corpus.vocab_file': give vocab_file or vocab_size, not both"
-        )
-    if corpus["vocab_file"] and not Path(corpus["vocab_file"]).is_file():
-        raise WorkflowError(
-            f"invalid configuration value at 'corpus.vocab_file': {corpus['vocab_file']!r} is not a file"
-        )
-    if corpus["path"] and corpus["source"] != "hub" and not Path(corpus["path"]).exists():
-        raise WorkflowError(
-            f"invalid configuration value at 'corpus.path': {corpus['path']!r} does not exist"
-        )
-    for name in cfg["notebooks"] or []:
-        if not (NOTEBOOK_DIR / f"{name}.ipynb").is_file():
-            raise WorkflowError(
-                f"invalid configuration value at 'notebooks': no template notebooks/{name}.ipynb"
-            )
-
-
-def _preflight(cfg):
-    """Every job against the rules its `raft` command applies (raft/study.py), before any job."""
-    from raft.study import ConfigError, preflight
-
-    try:
-        preflight(cfg, DATA_DIR)
-    except ConfigError as err:
-        raise WorkflowError(str(err)) from None
-
+from raft.config import load as load_config
+from raft.study import ConfigError
+from raft.data.tasks import GLUE_TASKS
 
 NOTEBOOK_DIR = Path(workflow.basedir) / "notebooks"
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
-_validate_config(config)
-DATA_DIR = _resolve_data_dir(config)
-_check_config(config)
-_preflight(config)
+# Before any job: the schema (defaults filled in), keys that go together, the data folder,
+# and every job against the rules of its `raft` command; a failure names the key.
+try:
+    DATA_DIR = load_config(config, SCHEMA, NOTEBOOK_DIR)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 VARIANTS = list(config["variants"])
-GLUE_TASKS = list(TASK_INFO)
 
 
 wildcard_constraints:

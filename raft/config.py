@@ -1,0 +1,119 @@
+"""The workflow config, checked before any job: the JSON schema (which fills in defaults),
+whole numbers, keys that go together, the local data folder -- each failure a `ConfigError`
+naming the key. `raft.study.preflight` then checks every job against its command's rules.
+The Snakefile (workflow/rules/common.smk) calls `load`; tests call it too.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from raft.study import ConfigError, preflight
+
+SCHEMA_HINT = "Keys, types and defaults: workflow/schemas/config.schema.yaml"
+
+
+def key_path(path) -> str:
+    """['glue', 'low_data', 'sizes', 0] -> 'glue.low_data.sizes[0]'."""
+    parts = []
+    for part in path:
+        parts.append(f"[{part}]" if isinstance(part, int) else (f".{part}" if parts else str(part)))
+    return "".join(parts) or "<top level>"
+
+
+def _filling_validator(schema: dict):
+    """Draft 2020-12, filling in each property's default, counting only ints as integers
+    (JSON Schema counts 1.0 as an integer; the commands do not)."""
+    base = jsonschema.Draft202012Validator
+
+    def properties(validator, props, instance, schema_):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from base.VALIDATORS["properties"](validator, props, instance, schema_)
+
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    return jsonschema.validators.extend(base, {"properties": properties}, type_checker=strict)(schema)
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    best = max(err.context, key=lambda e: len(e.absolute_path)) if err.context else err  # oneOf: deepest
+    where = key_path(list(best.absolute_path) or list(err.absolute_path))
+    value = best.instance
+    if isinstance(value, float) and value.is_integer():
+        return f"invalid configuration value at '{where}': {value} is not a whole number; write {int(value)}"
+    hint = ""
+    if isinstance(value, str):
+        try:
+            float(value)
+            hint = (" (YAML reads numbers like 1e-3 as text: write 1.0e-3, or use a --configfile "
+                    "instead of --config for numbers and lists)")
+        except ValueError:
+            pass
+    return f"invalid configuration value at '{where}': {best.message}{hint}. {SCHEMA_HINT}"
+
+
+def validate(cfg: dict, schema_path) -> None:
+    """Schema validation with defaults filled in place; a failure names the key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    err = jsonschema.exceptions.best_match(_filling_validator(schema).iter_errors(cfg))
+    if err is not None:
+        raise ConfigError(_message(err))
+
+
+def resolve_data_dir(cfg: dict) -> str | None:
+    """config data_dir, else $RAFT_DATA_DIR, else None (Hub). A given folder must exist."""
+    value, origin = cfg.get("data_dir"), "data_dir"
+    if not value:
+        value, origin = os.environ.get("RAFT_DATA_DIR", ""), "data_dir (from $RAFT_DATA_DIR)"
+    if not value:
+        return None
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_dir():
+        raise ConfigError(
+            f"invalid configuration value at '{origin}': local data folder {str(path)!r} does not exist. "
+            "Point data_dir (or $RAFT_DATA_DIR) at a folder with glue/, squad/, corpus/, vocab/ "
+            "subfolders, or set data_dir: null and unset RAFT_DATA_DIR to use the Hugging Face Hub.")
+    return str(path.resolve())
+
+
+def _bad(key: str, why: str) -> ConfigError:
+    return ConfigError(f"invalid configuration value at '{key}': {why}")
+
+
+def check_structure(cfg: dict, notebook_dir) -> None:
+    """Keys that go together, files a key names, notebook templates."""
+    efficient = cfg["glue"]["efficient"]
+    for key in ("tasks", "sizes", "seeds"):
+        others = [k for k in ("tasks", "sizes", "seeds") if k != key]
+        if efficient[key] and not all(efficient[k] for k in others):
+            raise _bad("glue.efficient", f"'{key}' is set but {' / '.join(others)} are empty; give all three or none")
+    for section in ("glue", "squad"):
+        low = cfg[section]["low_data"]
+        if bool(low["sizes"]) != bool(low["seeds"]):
+            raise _bad(f"{section}.low_data", "give both sizes and seeds, or neither")
+    corpus = cfg["corpus"]
+    if corpus["vocab_file"] and corpus["vocab_size"]:
+        raise _bad("corpus.vocab_file", "give vocab_file or vocab_size, not both")
+    if corpus["vocab_file"] and not Path(corpus["vocab_file"]).is_file():
+        raise _bad("corpus.vocab_file", f"{corpus['vocab_file']!r} is not a file")
+    if corpus["path"] and corpus["source"] != "hub" and not Path(corpus["path"]).exists():
+        raise _bad("corpus.path", f"{corpus['path']!r} does not exist")
+    for name in cfg["notebooks"] or []:
+        if not (Path(notebook_dir) / f"{name}.ipynb").is_file():
+            raise _bad("notebooks", f"no template notebooks/{name}.ipynb")
+
+
+def load(cfg: dict, schema_path, notebook_dir) -> str | None:
+    """Validate ``cfg`` in place (defaults filled) and check every job; returns the data folder."""
+    validate(cfg, schema_path)
+    data_dir = resolve_data_dir(cfg)
+    check_structure(cfg, notebook_dir)
+    preflight(cfg, data_dir)
+    return data_dir
