@@ -14,6 +14,7 @@ import sys
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("raft.bench", "benchmark the rational kernel and RAFT vs BERT training steps"),
+    "device-check": ("raft.device_check", "check the GPU path in one go: kernels, bench, pretraining, fine-tuning"),
     "fit-inits": ("raft.fit", "refit the initial rational coefficients (writes raft/inits.json)"),
     "prepare-corpus": ("raft.data.corpus", "clean, split, tokenize and pack a pretraining corpus"),
     "pretrain": ("raft.train.pretrain", "masked-LM pretraining of a BERT or RAFT model"),

@@ -96,6 +96,8 @@ class Pretrain:
     keep_checkpoints: int = setting(2, "newest checkpoints to keep (0: all)")
     max_eval_sequences: int | None = setting(None, "cap on validation sequences (default: all)")
     seed: int = setting(0, "seed of weights, data order and masks", identity=True)
+    compile: bool = setting(False, "torch.compile the model for training (not identity: compiled and eager "
+                                   "attempts resume each other)")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Finetune:
                                     choices=PRECISIONS)
     max_test_examples: int | None = setting(
         None, "testing only: evaluate the first K examples of each test set (labelled partial)")
+    compile: bool = setting(False, "torch.compile the model for training and evaluation steps")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ or a mapping keyed by task or by variant, with an optional ``default``:
 from __future__ import annotations
 
 import dataclasses
+import shlex
 
 from raft import checks, settings
 
@@ -131,6 +132,19 @@ def checkpoint_key(config: dict, variant: str, data_dir: str | None) -> str:
     ident = {cls.SECTION: settings.identity(cls(**config[cls.SECTION])) for cls in classes}
     ident.update(variant=variant, data_dir=data_dir)
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cli_args(options: dict) -> str:
+    """{'max_steps': 10, 'lr': 1e-4, 'x': None, 'compile': True} -> "--max-steps 10 --lr 0.0001 --compile".
+
+    None and False are left off (the commands' defaults for them are None / False)."""
+    parts = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
 
 
 def values(settings: dict[str, tuple[object, str]]) -> dict[str, object]:

@@ -247,3 +247,87 @@ def test_pretrain_init(tmp_path):
     label, coeffs = agg.pretrain_init(results)  # falls back to the step-0 snapshot
     assert label == "initialisation (step 0)"
     assert coeffs == agg.load_rational_snapshots(results)[0]["rationals"]["layer.0"]
+
+
+# ------------------------------------------------------------------ constant predictions
+def _constant_tree(root, *, flag=True, n=100):
+    """RTE: every run constant; CoLA: RAFT seed 2 constant; MRPC: old files (no field);
+    STS-B: a regression (flag null). ``flag=False``: the same values, written as old files."""
+    for seed in (1, 2, 3):
+        for v in ("bert", "raft"):
+            c = (lambda x: x) if flag else (lambda x: None)
+            write_run(root, "glue", "rte", v, n, seed, glue_test_metrics("rte", 0.527), constant=c(True))
+            write_run(root, "glue", "cola", v, n, seed, glue_test_metrics("cola", 0.1 + 0.01 * seed),
+                      constant=c(v == "raft" and seed == 2))
+            write_run(root, "glue", "mrpc", v, n, seed, glue_test_metrics("mrpc", 0.6 + 0.01 * seed))
+            write_run(root, "glue", "stsb", v, n, seed, glue_test_metrics("stsb", 0.3 + 0.02 * seed),
+                      constant=c(False))
+    return root
+
+
+def test_constant_predictions_columns_and_counts(tmp_path):
+    results = _constant_tree(tmp_path / "results")
+    runs = agg.load_runs(results, "glue")
+    flags = {(t, v, s): c for t, v, s, c in zip(runs["task"], runs["variant"], runs["seed"],
+                                                 runs["constant_predictions"])}
+    assert flags[("rte", "bert", 1)] is True and flags[("cola", "raft", 2)] is True
+    assert flags[("cola", "raft", 1)] is False
+    assert flags[("mrpc", "bert", 1)] is None and flags[("stsb", "bert", 1)] is None
+    agg.aggregate(results)
+    long = _read(results / "tables/glue.csv")
+    assert list(long.columns) == agg.LONG_COLUMNS + agg.LONG_OPTIONAL_COLUMNS
+    assert "distinct_predictions" not in set(long["metric"])  # a count, not a metric
+    assert len(long) == 2 * 3 * (2 + 2 + 3 + 3)  # variants x seeds x (rte, cola, mrpc, stsb metrics)
+    text = (results / "tables/glue.csv").read_text()
+    assert ",results/glue/rte/bert/n100/seed1/metrics.json,true\n" in text
+    assert ",results/glue/cola/bert/n100/seed1/metrics.json,false\n" in text
+    assert ",results/glue/mrpc/bert/n100/seed1/metrics.json,\n" in text  # not recorded: empty
+    s = _read(results / "tables/glue_summary.csv")
+    assert list(s.columns) == agg.SUMMARY_COLUMNS + agg.SUMMARY_OPTIONAL_COLUMNS
+    counts = {(t, m): (b, r) for t, m, b, r in zip(s["task"], s["metric"], s["bert_constant_runs"],
+                                                    s["raft_constant_runs"])}
+    assert counts[("rte", "acc")] == counts[("rte", "score")] == (3, 3)
+    assert counts[("cola", "MCC")] == (0, 1)
+    assert all(pd.isna(x) for x in counts[("mrpc", "acc")] + counts[("stsb", "Pearson")])
+    assert counts[("average", "score")] == (3, 4)  # the constant task runs the average rests on
+    assert ",3,3\n" in (results / "tables/glue_summary.csv").read_text()  # integers, not 3.0
+
+
+def test_old_inputs_give_byte_identical_tables(tmp_path):
+    """Files without the field give exactly the tables of before (no optional column); the
+    same runs with the field differ only by the appended columns."""
+    old = _constant_tree(tmp_path / "old" / "results", flag=False)
+    new = _constant_tree(tmp_path / "new" / "results", flag=True)
+    agg.aggregate(old)
+    agg.aggregate(new)
+    assert (old / "tables/glue.csv").read_text().split("\n", 1)[0].split(",") == agg.LONG_COLUMNS
+    assert (old / "tables/glue_summary.csv").read_text().split("\n", 1)[0].split(",") == agg.SUMMARY_COLUMNS
+    for name, drop in (("glue.csv", agg.LONG_OPTIONAL_COLUMNS), ("glue_summary.csv", agg.SUMMARY_OPTIONAL_COLUMNS)):
+        table = pd.read_csv(new / "tables" / name, dtype=str, keep_default_na=False)
+        stripped = tmp_path / f"stripped_{name}"
+        table.drop(columns=drop).to_csv(stripped, index=False, lineterminator="\n")
+        assert stripped.read_bytes() == (old / "tables" / name).read_bytes(), name
+    # the summary's bytes for old inputs, pinned (header and the RTE accuracy row)
+    text = (old / "tables/glue_summary.csv").read_text()
+    assert text.startswith(",".join(agg.SUMMARY_COLUMNS) + "\n")
+    assert ("rte,test,acc,100,full,full,0.527,0,3,0.527,0,3,3,0,0,0,1,1,no detectable difference,"
+            "1000,1000,false,local,local,\n") in text
+
+
+def test_constant_flag_derived_from_distinct_predictions(tmp_path):
+    results = tmp_path / "results"
+    p = write_run(results, "glue", "mnli", "bert", 100, 1, glue_test_metrics("mnli", 0.4))
+    m = json.loads(p.read_text())
+    m["distinct_predictions"] = {"matched": 3, "mismatched": 1}  # counts, no flag
+    p.write_text(json.dumps(m))
+    runs = agg.load_runs(results, "glue")
+    assert runs["constant_predictions"].tolist() == [True]
+    test = glue_test_metrics("mnli", 0.4)
+    assert agg.constant_flag({"constant_predictions": False, "distinct_predictions": {"matched": 1}},
+                             test) is False  # the recorded flag wins
+    assert agg.constant_flag({}, test) is None
+    # a count among a test set's entries (not where the adapter writes it) is read, never a metric
+    test["matched"]["distinct_predictions"] = 1
+    assert agg.constant_flag({}, test) is True
+    runs.at[0, "test"] = test
+    assert "distinct_predictions" not in set(agg.long_table(runs)["metric"])

@@ -67,6 +67,72 @@ def test_efficient_table_shows_parameter_counts(results):
     assert set(table["trainable params (BERT/RAFT)"]) == {"1,666 / 1,679"}
 
 
+def test_old_results_have_no_constant_marks(results):
+    """The shared fixture's files predate constant-prediction tracking: nothing is marked."""
+    for study in ("glue", "glue_efficient"):
+        _, _, summary = report.load_study(results, study)
+        assert not set(agg.SUMMARY_OPTIONAL_COLUMNS) & set(summary.columns)
+        assert "Constant predictions" not in report.study_findings(summary, study)
+        assert report.constant_findings(summary, study) is None
+        for n in summary["n"].unique():
+            table, foot = report.format_table(summary, n, study)
+            assert not any(report.CONSTANT_MARK in str(v) for v in table.to_numpy().ravel())
+            assert not any(report.CONSTANT_MARK in f for f in foot)
+
+
+def _constant_study(root):
+    """RTE N=100: every run constant; CoLA N=100: RAFT seed 2 constant; MRPC: old files."""
+    for seed in (1, 2, 3):
+        for v, gain in (("bert", 0.0), ("raft", 0.01 * seed)):
+            write_run(root, "glue", "rte", v, 100, seed, glue_test_metrics("rte", 0.527), constant=True)
+            write_run(root, "glue", "cola", v, 100, seed, glue_test_metrics("cola", 0.1 + gain),
+                      constant=v == "raft" and seed == 2)
+            write_run(root, "glue", "mrpc", v, 100, seed, glue_test_metrics("mrpc", 0.6 + gain))
+    return root
+
+
+def test_constant_predictions_marked_in_tables(tmp_path):
+    _, _, summary = report.load_study(_constant_study(tmp_path / "results"), "glue")
+    table, foot = report.format_table(summary, "100", "glue")
+    rows = {(t, m): r for t, m, r in zip(table["task"], table["metric"], table.to_dict("records"))}
+    assert list(table["task"]) == ["CoLA§", "MRPC", "MRPC", "RTE§", "GLUE average§"]
+    rte = rows[("RTE§", "acc")]
+    assert rte["BERT (FAFT)"].endswith("§") and rte["RAFT"].endswith("§")
+    assert rte["Δ RAFT − BERT [95 % CI]"].endswith("§")
+    cola = rows[("CoLA§", "MCC")]
+    assert not cola["BERT (FAFT)"].endswith("§") and cola["RAFT"].endswith("§")  # only RAFT's cell
+    assert not any("§" in v for v in rows[("MRPC", "acc")].values())
+    assert any(f.startswith("§ rests on runs whose predictions were constant") for f in foot)
+    assert "RTE§: 3 of 3 BERT runs and 3 of 3 RAFT runs predicted one class for every test example" in foot
+    assert "CoLA§: 1 of 3 RAFT runs predicted one class for every test example" in foot
+    assert ("GLUE average§: includes 3 BERT task runs and 4 RAFT task runs that predicted one class for "
+            "every test example") in foot
+
+
+def test_constant_predictions_in_findings(tmp_path):
+    _, _, summary = report.load_study(_constant_study(tmp_path / "results"), "glue")
+    text = report.study_findings(summary, "glue")
+    assert ("CoLA N = 100: 1 of 3 RAFT runs predicted one class for every test example; RTE N = 100: "
+            "3 of 3 BERT runs and 3 of 3 RAFT runs predicted one class for every test example — these scores "
+            "measure the class balance of the test set") in text
+    assert "The GLUE average includes such runs at N = 100 (3 BERT task runs and 4 RAFT task runs)" in text
+    assert "per task (selection score) — no detectable difference: " in text and "RTE§" in text
+    # the warning comes before the per-N results
+    assert text.index("Constant predictions") < text.index("**N = 100**")
+
+
+def test_constant_predictions_efficient_study(tmp_path):
+    results = make_results(tmp_path / "results", tasks=("cola", "mrpc"), ns=(100,), squad=False,
+                           pretrain=False, constant_tasks=("cola",))
+    _, _, summary = report.load_study(results, "glue_efficient")
+    text = report.study_findings(summary, "glue_efficient")
+    assert ("CoLA N = 100: 3 of 3 BERT bias+head runs and 3 of 3 RAFT RAF+head runs predicted one class "
+            "for every test example") in text
+    table, _ = report.format_table(summary, "100", "glue_efficient", show_params=True)
+    assert table.iloc[0]["BERT bias+head"].endswith("§") and table.iloc[0]["task"] == "CoLA§"
+    assert table.iloc[1]["task"] == "MRPC"  # recorded, not constant: no mark
+
+
 def test_squad_findings_in_points(results):
     _, _, summary = report.load_study(results, "squad")
     text = report.study_findings(summary, "squad")

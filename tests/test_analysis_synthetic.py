@@ -93,7 +93,11 @@ def write_run(root: Path, study: str, task: str, variant: str, n, seed: int, tes
               mode: str = "full", partial: bool = False, train_source: str = "local",
               test_source: str = "local", notes: list[str] | None = None,
               trainable_parameters: int = 1000, rationals: dict | None = None,
-              hyperparameters: dict | None = None) -> Path:
+              hyperparameters: dict | None = None, constant: bool | None = None) -> Path:
+    """One metrics.json. ``constant``: None writes the format before constant-prediction
+    tracking (no ``distinct_predictions`` / ``constant_predictions``); True / False add them
+    as raft/train/finetune_glue.py does: ``distinct_predictions`` {eval set: 1 / 2} and
+    ``constant_predictions`` True / False (both null for STS-B)."""
     if study == "squad":
         d = root / "squad" / variant / f"n{n}" / f"seed{seed}"
     else:
@@ -110,6 +114,10 @@ def write_run(root: Path, study: str, task: str, variant: str, n, seed: int, tes
         "trainable_parameters": trainable_parameters, "hyperparameters": {"lr": 5e-5, **(hyperparameters or {})},
         "wall_time_s": 10.0, "device": "cpu", "rationals": rationals or {},
     }
+    if constant is not None and task != "squad":
+        regression = task == "stsb"
+        m["distinct_predictions"] = None if regression else {k: 1 if constant else 2 for k in test}
+        m["constant_predictions"] = None if regression else bool(constant)
     _dump(d / "metrics.json", m)
     return d / "metrics.json"
 
@@ -130,11 +138,19 @@ def glue_test_metrics(task: str, base: float) -> dict:
 
 def make_results(root: Path, *, tasks=("cola", "mrpc", "mnli"), ns=(100, "full"), seeds=(1, 2, 3),
                  layers: int = 3, raft_gain: float = 0.02, efficient: bool = True,
-                 squad: bool = True, pretrain: bool = True, squad_windows: dict | None = None) -> Path:
+                 squad: bool = True, pretrain: bool = True, squad_windows: dict | None = None,
+                 constant_tasks: tuple = ()) -> Path:
     """A small complete results/ tree. RAFT = BERT + ``raft_gain`` (+ seed noise) on GLUE;
     MNLI is marked partial (local subset, held-out test). Pretraining: sequences of 128 tokens,
     512 positions. SQuAD windows: ``squad_windows`` {variant: (max_seq_length, doc_stride)},
-    default 384 / 128 for both (the paper config)."""
+    default 384 / 128 for both (the paper config). ``constant_tasks``: every GLUE and
+    parameter-efficient run of these tasks at the first N predicted one class for every test
+    example (``write_run(constant=True)``), the other GLUE runs did not (``constant=False``);
+    empty (default): the files predate the field (``constant=None``)."""
+
+    def const(task, n):
+        return None if not constant_tasks else (task in constant_tasks and n == ns[0])
+
     squad_windows = {"bert": (384, 128), "raft": (384, 128), **(squad_windows or {})}
     root = Path(root)
     rng = np.random.default_rng(0)
@@ -157,16 +173,16 @@ def make_results(root: Path, *, tasks=("cola", "mrpc", "mnli"), ns=(100, "full")
                               partial=partial, train_source="local-subset" if partial else "local",
                               test_source="held-out" if partial else "local",
                               notes=["train pool subsampled to 2,000 examples"] if partial else [],
-                              trainable_parameters=110_000_000, rationals=r)
+                              trainable_parameters=110_000_000, rationals=r, constant=const(task, n))
     if efficient:
         for task in tasks[:2]:
             for seed in seeds:
                 base = 0.5 + 0.05 * rng.standard_normal()
                 write_run(root, "glue_efficient", task, "bert", 100, seed, glue_test_metrics(task, base),
-                          mode="bias_head", trainable_parameters=1666)
+                          mode="bias_head", trainable_parameters=1666, constant=const(task, 100))
                 write_run(root, "glue_efficient", task, "raft", 100, seed,
                           glue_test_metrics(task, base + 0.01 * rng.standard_normal()),
-                          mode="raf_head", trainable_parameters=1679, rationals=pre)
+                          mode="raf_head", trainable_parameters=1679, rationals=pre, constant=const(task, 100))
     if squad:
         for n in ns:
             for seed in (seeds if n != "full" else seeds[:2]):
@@ -195,6 +211,23 @@ def test_make_results_follows_layout(tmp_path):
     snaps = (root / "pretrain/raft/rationals.jsonl").read_text().splitlines()
     assert [json.loads(s)["step"] for s in snaps] == [0, 33, 67, 100]
     assert (root / "pretrain/bert/log.csv").read_text().startswith("step,tokens,loss,lr,val_loss,val_perplexity\n")
+
+
+def test_make_results_constant_runs(tmp_path):
+    root = make_results(tmp_path / "results", tasks=("cola", "stsb"), squad=False, pretrain=False,
+                        constant_tasks=("cola",))
+    m = json.loads((root / "glue/cola/raft/n100/seed1/metrics.json").read_text())
+    assert m["constant_predictions"] is True and m["distinct_predictions"] == {"test": 1}
+    assert set(m["test"]["test"]) == {"matthews_correlation", "score"}  # test entries: metrics only
+    m = json.loads((root / "glue/cola/bert/nfull/seed1/metrics.json").read_text())
+    assert m["constant_predictions"] is False and m["distinct_predictions"] == {"test": 2}
+    m = json.loads((root / "glue/stsb/bert/n100/seed1/metrics.json").read_text())
+    assert m["constant_predictions"] is None and m["distinct_predictions"] is None
+    m = json.loads((root / "glue_efficient/cola/bert/n100/seed1/metrics.json").read_text())
+    assert m["constant_predictions"] is True
+    old = make_results(tmp_path / "old", tasks=("cola",), squad=False, pretrain=False)
+    m = json.loads((old / "glue/cola/raft/n100/seed1/metrics.json").read_text())
+    assert "constant_predictions" not in m and "distinct_predictions" not in m
 
 
 def test_reference_formula_matches_gelu_init():

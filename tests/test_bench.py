@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
+import torch
+
 from raft import bench
+from raft import rational as R
 
 
 def test_bench_smoke(tmp_path, monkeypatch):
@@ -22,6 +26,8 @@ def test_bench_smoke(tmp_path, monkeypatch):
     assert res["kernel"][0]["fwd_bwd_ratio"] > 0
     assert res["models"][0]["model"] == "tiny" and set(res["models"][0]["ratio"]) == {"cpp", "eager"}
     assert res["models"][0]["autocast"] is None  # precision auto (raft.train.runtime): fp32 on the CPU
+    assert res["models"][0]["attention"] == "sdpa"
+    assert "pretraining" not in res  # the pretraining rows are on by default on CUDA only
 
 
 def test_bench_bad_backend_is_a_usage_error(capsys):
@@ -29,3 +35,35 @@ def test_bench_bad_backend_is_a_usage_error(capsys):
     bench.add_arguments(parser)
     assert bench.main(parser.parse_args(["--device", "cpu", "--backends", "cpp,fast"])) == 2
     assert "raft bench: error: unknown backend 'fast'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the CUDA sections, called on the CPU
+def test_cuda_defaults_are_every_cuda_backend_in_fp32_and_bf16():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert bench.default_backends(cuda) == ["triton", "compile", "eager"] and bench.default_backends(cpu) == ["auto"]
+    assert bench.kernel_dtypes(cuda) == [torch.float32, torch.bfloat16] and bench.kernel_dtypes(cpu) == [torch.float32]
+    assert set(bench.CUDA_BACKENDS) <= set(R.BACKENDS)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert ",".join(R.BACKENDS) in help_text  # the --backends help lists rational.py's BACKENDS
+
+
+def test_kernel_and_model_tables_per_backend_and_dtype_on_cpu():
+    lines = []
+    rows = bench.kernel_rows([(2, 4, 8)], [torch.float32], torch.device("cpu"), ["eager"], 1, 0, echo=lines.append)
+    assert [(r["backend"], r["dtype"], r["shape"]) for r in rows] == [("eager", "float32", [2, 4, 8])]
+    assert "raf f+b" in lines[0] and lines[1].startswith("2x4x8")
+    row = bench.bench_models("tiny", torch.device("cpu"), ["eager"], repeats=1, seq_len=8, vocab_size=200,
+                             shape=(1, 16, 2, 32, 2, 2))
+    assert row["attention"] == "sdpa" and row["autocast"] is None
+    assert row["raft_tokens_per_s"]["eager"] == pytest.approx(2 * 8 / (row["raft_step_ms"]["eager"] / 1e3))
+
+
+def test_pretraining_rows_run_the_real_step_on_cpu():
+    lines = []
+    rows = bench.pretraining_rows(torch.device("cpu"), ["eager"], shape=(1, 16, 2, 32), batch=4, steps=2,
+                                  seq_len=16, vocab_size=120, echo=lines.append)
+    assert [(r["variant"], r["backend"]) for r in rows] == [("bert", None), ("raft", "eager")]
+    assert all(r["tokens_per_s"] > 0 and r["precision"] == "fp32" and r["seq_len"] == 16 for r in rows)
+    assert len(lines) == 3 and "tokens/s" in lines[0]

@@ -62,7 +62,10 @@ def evaluate_saved(model_dir, data_dir, task, part, seed, n, max_test=48):
     enc = encode(ds, tok, 128, info.is_regression)
     rt = runtime.Runtime.create(torch.device("cpu"), "fp32")
     out = loop.predict(model, enc, batch_size=64, runtime=rt)
-    return data.metrics(out["logits"], enc.targets["labels"]), out["loss"]
+    metrics = data.metrics(out["logits"], enc.targets["labels"])
+    if part != "dev" and not info.is_regression:  # as the run records it: labels its predictions used
+        metrics = {**metrics, "_distinct": len(np.unique(out["logits"].argmax(-1)))}
+    return metrics, out["loss"]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,16 @@ def _check_contract(m, task, variant, n, mode="full"):
         assert set(metrics) == set(glue.GLUE_METRIC_NAMES[task]) | {"score"}
         for v in metrics.values():
             assert -1.0 <= v <= 1.0
+    # labels used by each test set's predictions, and the constant-classifier flag (null: regression)
+    if glue.task_info(task).is_regression:
+        assert m["distinct_predictions"] is None and m["constant_predictions"] is None
+    else:
+        counts = m["distinct_predictions"]
+        assert sorted(counts) == sorted(eval_sets)
+        assert all(type(k) is int and 1 <= k <= len(glue.task_info(task).label_names) for k in counts.values())
+        assert m["constant_predictions"] is any(k == 1 for k in counts.values())
+    keys = list(m)
+    assert keys.index("dev_ids_sha1") < keys.index("distinct_predictions") < keys.index("constant_predictions")
     # selection: best epoch = argmax of the dev curve (first on ties), its score reported
     scores = [p["score"] for p in m["dev_curve"]]
     assert [p["epoch"] for p in m["dev_curve"]] == list(range(1, len(scores) + 1))
@@ -123,7 +136,87 @@ def test_rte_raft_end_to_end_restores_best_epoch(rte_raft, tiny_pretrained, data
     assert m["epochs_run"] > m["best_epoch"]  # so the restore really went back
     assert dev_loss != pytest.approx(m["dev_curve"][-1]["dev_loss"], rel=1e-6)
     test, _ = evaluate_saved(model_dir, data_dir, "rte", "test", 7, 32)
+    assert m["distinct_predictions"] == {"test": test.pop("_distinct")}
     assert test == pytest.approx(m["test"]["test"], abs=1e-12)
+
+
+def _constant_head(monkeypatch, label: int):
+    """Every fine-tuning run loads its model with zero classifier weights and a bias for
+    ``label``: the same logits for every input (with --lr 0 the head stays so)."""
+    load = finetune.load_model
+
+    def load_model(*args, **kwargs):
+        model = load(*args, **kwargs)
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.zero_()
+            model.classifier.bias[label] = 3.0
+        return model
+
+    monkeypatch.setattr(finetune, "load_model", load_model)
+
+
+FROZEN = ["--epochs", "1", "--lr", "0", "--rational-lr", "0", "--max-seq-length", "64"]
+
+
+def test_constant_classifier_is_flagged(tiny_pretrained, data_dir, tmp_path, monkeypatch):
+    """A model that gives every example the same label (zero classifier weights, a bias for
+    class 1, nothing trained): one distinct prediction, constant_predictions true, accuracy =
+    that class's share of the test set; the tables carry the flag."""
+    from raft.analysis import aggregate as agg
+
+    _constant_head(monkeypatch, 1)
+    m, _ = run_glue(tmp_path, tiny_pretrained["bert"], data_dir, n=16, seed=1, extra=FROZEN,
+                    name="results/glue/rte/bert/n16/seed1")
+    assert m["distinct_predictions"] == {"test": 1} and m["constant_predictions"] is True
+    labels = np.asarray(glue.load_glue("rte", data_dir).tests["test"]["label"][:48])
+    acc = m["test"]["test"]["accuracy"]
+    assert acc == pytest.approx(float(np.mean(labels == 1)))  # the class balance, not the model
+    runs = agg.load_runs(tmp_path / "results", "glue")
+    assert runs["constant_predictions"].tolist() == [True]
+    long = agg.long_table(runs)
+    assert list(long.columns) == agg.LONG_COLUMNS + ["constant_predictions"]
+    assert set(long["metric"]) == {"acc", "score"}  # the counts are no metric rows
+
+
+def test_varying_classifier_is_not_flagged(tiny_pretrained, data_dir, tmp_path, monkeypatch):
+    """The same frozen run with the head's threshold at the median of its margin on the capped
+    test set (an untrained tiny model's pooled outputs barely differ between inputs, so a
+    random head gives one label): the predictions use both RTE labels."""
+    from transformers import AutoTokenizer
+
+    load = finetune.load_model
+
+    def load_model(path, head, **kwargs):
+        model = load(path, head, **kwargs)
+        tok = AutoTokenizer.from_pretrained(path)
+        ds = glue.load_glue("rte", data_dir).tests["test"].select(range(48))
+        pooled = []
+        hook = model.bert.pooler.register_forward_hook(lambda mod, i, o: pooled.append(o.detach()))
+        loop.predict(model, encode(ds, tok, 64, False), batch_size=64,
+                     runtime=runtime.Runtime.create(torch.device("cpu"), "fp32"), with_loss=False)
+        hook.remove()
+        w = model.classifier.weight.detach()
+        margin = torch.cat(pooled) @ (w[0] - w[1])  # logit 0 - logit 1 without the bias
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.stack([-margin.median(), torch.tensor(0.0)]))
+        return model
+
+    monkeypatch.setattr(finetune, "load_model", load_model)
+    m, _ = run_glue(tmp_path, tiny_pretrained["bert"], data_dir, n=16, seed=1, extra=FROZEN)
+    assert m["distinct_predictions"] == {"test": 2} and m["constant_predictions"] is False
+
+
+def test_distinct_predictions_helper():
+    from raft.data.metrics import distinct_predictions
+    from raft.train.finetune_glue import constant_predictions
+
+    assert distinct_predictions("rte", np.array([[0.1, 0.9], [0.2, 0.8]])) == 1
+    assert distinct_predictions("mnli", np.array([0, 2, 2, 1])) == 3
+    assert distinct_predictions("stsb", np.array([0.5, 0.5])) is None
+    assert constant_predictions({"matched": 3, "mismatched": 1}) is True
+    assert constant_predictions({"test": 2}) is False
+    assert constant_predictions({"test": None}) is None and constant_predictions({}) is None
 
 
 def test_rte_bert_end_to_end(tiny_pretrained, data_dir, tmp_path):

@@ -75,7 +75,7 @@ def _render_all(cwd: Path, out_dir: Path) -> dict[str, tuple[Path, Path]]:
 def rendered(tmp_path_factory):
     _ensure_kernel()
     root = tmp_path_factory.mktemp("nb")
-    make_results(root / "results", layers=3)
+    make_results(root / "results", layers=3, constant_tasks=("cola",))  # CoLA N=100: constant predictions
     first = _render_all(root, root / "render1")
     figures = {p.relative_to(root): p.read_bytes() for p in sorted((root / "results/figures").rglob("*.png"))}
     first_bytes = {n: (a.read_bytes(), b.read_bytes()) for n, (a, b) in first.items()}
@@ -117,6 +117,13 @@ def test_html_has_tables_findings_and_figures(rendered):
     assert "held-out substitute" in glue and "few paired seeds" in glue
     eff = first["param_efficient"][1].read_text()
     assert "RAFT RAF+head</th>" in eff and "BERT bias+head</th>" in eff and "1,666 / 1,679" in eff
+    # runs that predicted one class for every test example: said in the findings, marked in the tables
+    assert ("CoLA N = 100: 3 of 3 BERT runs and 3 of 3 RAFT runs predicted one class for every test example"
+            in glue) and "measure the class balance of the test set" in glue
+    assert "<td>CoLA§</td>" in glue and "§ rests on runs whose predictions were constant" in glue
+    assert "The GLUE average includes such runs at N = 100" in glue
+    assert ("CoLA N = 100: 3 of 3 BERT bias+head runs and 3 of 3 RAFT RAF+head runs predicted one class "
+            "for every test example") in eff and "<td>CoLA§</td>" in eff
     pre = first["pretraining"][1].read_text()
     assert "BERT (FAFT)</td>" in pre and "RAFT</td>" in pre and "11.750" in pre
     shapes_html = first["shapes"][1].read_text()

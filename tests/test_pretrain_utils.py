@@ -83,6 +83,7 @@ def test_the_workflow_command_line_gives_the_config_settings(overlay):
     """`raft pretrain`'s flags come from raft.settings, as do the workflow's: the command line that
     raft.study builds from a config parses back to that config's settings."""
     import argparse
+    import shlex
 
     from raft import settings, study
     from raft.train import pretrain
@@ -92,11 +93,8 @@ def test_the_workflow_command_line_gives_the_config_settings(overlay):
     parser = argparse.ArgumentParser()
     pretrain.add_arguments(parser)
     for variant in cfg["variants"]:
-        argv = ["--corpus", "corpus", "--output", "out"]
-        for name, value in study.values(study.pretrain_settings(cfg, variant)).items():
-            if value is not None:  # as the workflow's cli_args
-                argv += [f"--{name.replace('_', '-')}", str(value)]
-        args = parser.parse_args(argv)
+        flags = study.cli_args(study.values(study.pretrain_settings(cfg, variant)))  # as the workflow
+        args = parser.parse_args(["--corpus", "corpus", "--output", "out", *shlex.split(flags)])
         classes = [settings.Model, settings.Pretrain] + ([settings.Rational] if variant == "raft" else [])
         for cls in classes:
             assert settings.from_args(cls, args) == cls(**cfg[cls.SECTION])

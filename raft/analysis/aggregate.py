@@ -17,6 +17,17 @@ and writes, in ``--output`` (default ``<results>/tables``):
   variant, and the paired comparison Δ = raft - bert with bootstrap CI, p-values and verdict
   (columns ``SUMMARY_COLUMNS``).
 
+Constant classifiers: a GLUE run's metrics.json records, outside ``test``,
+``distinct_predictions`` ({eval set: how many labels the predictions used}; a count, never a
+row of the long tables, also if a file puts it among a test set's entries) and
+``constant_predictions`` (true when a test set got one label for every example). When some
+run of a study records the flag, the long table gets the run-level column
+``constant_predictions`` (true / false / empty = not recorded, e.g. older files or STS-B) and
+the summary the columns ``bert_constant_runs`` / ``raft_constant_runs`` (how many of the row's
+runs of each arm had constant predictions; empty when none of them recorded it): the
+``*_OPTIONAL_COLUMNS``, appended at the end. Without the field in any input the tables are
+exactly as before (byte-identical).
+
 A missing study directory gives a header-only CSV. Row order is fixed (canonical task
 order, numeric N with "full" last, variant bert before raft, numeric seeds) and floats are
 written with ``FLOAT_FORMAT``, so the tables are byte-stable for the same inputs.
@@ -79,12 +90,14 @@ PRETRAIN_COLUMNS = [
 RUN_COLUMNS = [
     "task", "variant", "mode", "n", "seed", "partial_data", "train_source", "test_source",
     "trainable_parameters", "best_epoch", "best_dev_score", "wall_time_s", "device",
-    "data_notes", "source_file",
+    "data_notes", "source_file", "constant_predictions",
 ]
 LONG_COLUMNS = [
     "task", "eval_set", "variant", "mode", "n", "seed", "metric", "value", "partial_data",
     "train_source", "test_source", "trainable_parameters", "data_notes", "source_file",
 ]
+# written only when some run of the study records ``constant_predictions`` (see the docstring)
+LONG_OPTIONAL_COLUMNS = ["constant_predictions"]
 SUMMARY_COLUMNS = [
     "task", "eval_set", "metric", "n", "bert_mode", "raft_mode",
     "bert_mean", "bert_std", "bert_n_seeds", "raft_mean", "raft_std", "raft_n_seeds",
@@ -92,12 +105,16 @@ SUMMARY_COLUMNS = [
     "bert_trainable_parameters", "raft_trainable_parameters",
     "partial_data", "train_source", "test_source", "data_notes",
 ]
+SUMMARY_OPTIONAL_COLUMNS = ["bert_constant_runs", "raft_constant_runs"]
+# names that are never metrics, should a test set's entries hold them (never rows of the long tables)
+NON_METRIC_KEYS = {"distinct_predictions", "constant_predictions"}
 NOTE_SEP = " | "
 # columns written as integers (nullable)
 INT_COLUMNS = {
     "seed", "steps", "tokens_seen", "train_sequences", "validation_sequences",
     "trainable_parameters", "bert_n_seeds", "raft_n_seeds", "n_paired",
     "bert_trainable_parameters", "raft_trainable_parameters", "best_epoch",
+    "bert_constant_runs", "raft_constant_runs",
 }
 
 
@@ -227,10 +244,33 @@ def _metric_files(results: Path, study: str) -> list[Path]:
     return sorted(root.rglob("metrics.json"))
 
 
+def _flag(v) -> bool | None:
+    """A recorded true/false flag; None for anything else (missing, null, NaN)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    return None
+
+
+def constant_flag(m: dict, test: dict) -> bool | None:
+    """A run's ``constant_predictions``: the recorded flag, else derived from the
+    ``distinct_predictions`` counts (top level {eval set: count}, or inside the test sets'
+    entries): true when one is at most 1; else None (not recorded)."""
+    flag = _flag(m.get("constant_predictions"))
+    if flag is not None:
+        return flag
+    top = m.get("distinct_predictions")
+    counts = list(top.values()) if isinstance(top, dict) else []
+    counts += [v.get("distinct_predictions") for v in test.values() if isinstance(v, dict)]
+    counts = [int(c) for c in counts if isinstance(c, (int, float)) and not isinstance(c, bool)
+              and math.isfinite(c)]
+    return any(c <= 1 for c in counts) if counts else None
+
+
 def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd.DataFrame:
     """One row per fine-tuning run of a study (columns ``RUN_COLUMNS`` + ``test``, a dict
     eval_set -> {metric: value}, ``rationals`` and ``hyperparameters``, the run's
-    metrics.json block as a dict). Empty frame if nothing exists."""
+    metrics.json block as a dict). ``constant_predictions`` is True / False, or None when
+    the file does not record it (`constant_flag`). Empty frame if nothing exists."""
     results = Path(results)
     rows = []
     for path in _metric_files(results, study):
@@ -243,6 +283,7 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
         if isinstance(notes, str):
             notes = [notes]
         test = m.get("test") or {}
+        test = test if isinstance(test, dict) else {}
         hp = m.get("hyperparameters")
         rows.append({
             "task": str(m.get("task", fb.get("task", "squad" if study == "squad" else ""))),
@@ -260,7 +301,8 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
             "device": m.get("device"),
             "data_notes": NOTE_SEP.join(str(x) for x in notes),
             "source_file": _rel(path, results.parent if results.name else results),
-            "test": test if isinstance(test, dict) else {},
+            "constant_predictions": constant_flag(m, test),
+            "test": test,
             "rationals": m.get("rationals") or {},
             "hyperparameters": hp if isinstance(hp, dict) else {},
         })
@@ -269,21 +311,28 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
 
 
 def long_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Tidy long format: one row per run x eval set x metric (``LONG_COLUMNS``)."""
+    """Tidy long format: one row per run x eval set x metric (``LONG_COLUMNS``, plus
+    ``constant_predictions`` when some run records it). Entries in ``NON_METRIC_KEYS``
+    (``distinct_predictions``) are not metrics and give no row."""
+    columns = list(LONG_COLUMNS)
+    if "constant_predictions" in runs.columns and any(_flag(v) is not None for v in runs["constant_predictions"]):
+        columns += LONG_OPTIONAL_COLUMNS
     rows = []
     for r in runs.to_dict("records"):
         for eval_set, metrics in (r["test"] or {}).items():
             if not isinstance(metrics, dict):
                 continue
             for metric, value in metrics.items():
+                if metric in NON_METRIC_KEYS:
+                    continue
                 try:
                     v = float(value)
                 except (TypeError, ValueError):
                     continue
-                rows.append({**{c: r[c] for c in RUN_COLUMNS if c in LONG_COLUMNS},
+                rows.append({**{c: r.get(c) for c in RUN_COLUMNS if c in columns},
                              "eval_set": str(eval_set), "metric": metric_label(metric),
                              "value": v})
-    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    df = pd.DataFrame(rows, columns=columns)
     return _sort(df, ["task", "n", "eval_set", "metric", "variant", "mode", "seed"])
 
 
@@ -333,6 +382,17 @@ def _mode_pairs(bert_modes: list[str], raft_modes: list[str]) -> list[tuple[str 
     return pairs
 
 
+def constant_runs(rows: pd.DataFrame) -> float:
+    """How many runs (distinct ``source_file``) among long-table ``rows`` had constant
+    predictions; NaN when none of them records the flag (or there are none)."""
+    if "constant_predictions" not in rows.columns or rows.empty:
+        return math.nan
+    flags = [(f, _flag(v)) for f, v in zip(rows["source_file"], rows["constant_predictions"])]
+    if all(v is None for _, v in flags):
+        return math.nan
+    return float(len({f for f, v in flags if v}))
+
+
 def _summary_row(key: dict, bert: pd.DataFrame, raft: pd.DataFrame, bmode, rmode,
                  runs_meta: pd.DataFrame) -> dict:
     bvals = dict(zip(bert["seed"], bert["value"]))
@@ -361,21 +421,30 @@ def summary_table(long: pd.DataFrame, *, average: bool = True) -> pd.DataFrame:
     With ``average``, add per N the GLUE average (task="average", eval_set="all",
     metric="score"): per seed, the mean over tasks of the task score (the selection
     ``score``; MNLI = mean of matched and mismatched), using only the seeds that have every
-    task for the variant; tasks are those present for both variants at that N."""
+    task for the variant; tasks are those present for both variants at that N.
+
+    When ``long`` has the column ``constant_predictions``, add ``bert_constant_runs`` /
+    ``raft_constant_runs`` (`constant_runs`: the row's runs of each arm whose predictions were
+    constant; for a GLUE-average row, the task runs at that N it is built from)."""
     rows = []
     if long.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    flagged = "constant_predictions" in long.columns
     for (task, eval_set, metric, n), g in long.groupby(["task", "eval_set", "metric", "n"], sort=False):
         b_all, r_all = g[g["variant"] == "bert"], g[g["variant"] == "raft"]
         for bmode, rmode in _mode_pairs(sorted(b_all["mode"].unique()), sorted(r_all["mode"].unique())):
             b = b_all[b_all["mode"] == bmode] if bmode else b_all.iloc[0:0]
             r = r_all[r_all["mode"] == rmode] if rmode else r_all.iloc[0:0]
             meta = pd.concat([b, r])
-            rows.append(_summary_row({"task": task, "eval_set": eval_set, "metric": metric, "n": n},
-                                     b, r, bmode, rmode, meta))
+            row = _summary_row({"task": task, "eval_set": eval_set, "metric": metric, "n": n},
+                               b, r, bmode, rmode, meta)
+            if flagged:
+                row.update(bert_constant_runs=constant_runs(b), raft_constant_runs=constant_runs(r))
+            rows.append(row)
     if average:
         rows += _average_rows(long)
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    columns = SUMMARY_COLUMNS + (SUMMARY_OPTIONAL_COLUMNS if flagged else [])
+    df = pd.DataFrame(rows, columns=columns)
     return _sort(df, ["task", "n", "eval_set", "metric", "bert_mode", "raft_mode"])
 
 
@@ -418,6 +487,9 @@ def _average_rows(long: pd.DataFrame) -> list[dict]:
             row = _summary_row({"task": "average", "eval_set": "all", "metric": "score", "n": n},
                                bavg, ravg, bmode, rmode, meta)
             row["data_notes"] = _notes([note, row["data_notes"]])
+            if "constant_predictions" in meta.columns:  # the task runs the average rests on
+                row.update(bert_constant_runs=constant_runs(meta[meta["variant"] == "bert"]),
+                           raft_constant_runs=constant_runs(meta[meta["variant"] == "raft"]))
             rows.append(row)
     return rows
 

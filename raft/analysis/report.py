@@ -22,6 +22,7 @@ from raft.analysis import shapes, stats
 SCALE = {"glue": 100.0, "glue_efficient": 100.0, "squad": 1.0}
 PARTIAL_MARK = "†"
 HELDOUT_MARK = "‡"
+CONSTANT_MARK = "§"  # a cell resting on runs that predicted one class for every test example
 PAPER_PRETRAIN_TOKENS = 23_000 * 4_096 * 128  # the paper's budget (steps x batch x seq len)
 FEW_SEEDS = 5  # below this many paired seeds, the findings say the evidence is thin
 
@@ -65,6 +66,23 @@ def marks(row) -> str:
     return m
 
 
+def _count(v) -> int:
+    """A summary count (``bert_constant_runs`` ...) as an int; 0 when missing / NaN."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0
+    return int(f) if math.isfinite(f) else 0
+
+
+def constant_marks(row, arm: str | None = None) -> str:
+    """``CONSTANT_MARK`` when the row's runs of ``arm`` ("bert" / "raft"; None: either) include
+    runs whose predictions were constant (summary ``bert_constant_runs`` / ``raft_constant_runs``,
+    present when the result files record ``constant_predictions``)."""
+    arms = (arm,) if arm else ("bert", "raft")
+    return CONSTANT_MARK if any(_count(getattr(row, f"{a}_constant_runs", None)) for a in arms) else ""
+
+
 def task_label(task: str, eval_set: str) -> str:
     if task == "average":
         return agg.TASK_LABELS["average"]
@@ -88,7 +106,9 @@ def display_rows(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
 
 def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = True,
                  show_params: bool = False) -> tuple[pd.DataFrame, list[str]]:
-    """String table for one N (rows: task x metric) and its footnotes."""
+    """String table for one N (rows: task x metric) and its footnotes. Marks: † partial data,
+    ‡ held-out test substitute (whole row), § constant predictions (the arm's cell whose runs
+    include constant ones, and the task label and Δ)."""
     scale = SCALE.get(study, 1.0)
     d = display_rows(summary, n, study, paper_only=paper_only)
     bert_col, raft_col = ("BERT bias+head", "RAFT RAF+head") if study == "glue_efficient" \
@@ -96,16 +116,19 @@ def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
     rows, notes = [], []
     for r in d.itertuples(index=False):
         mk = marks(r)
-        bert = f"{fmt(r.bert_mean * scale)} ± {fmt(r.bert_std * scale)}{mk}" if r.bert_n_seeds else "–"
-        raft = f"{fmt(r.raft_mean * scale)} ± {fmt(r.raft_std * scale)}{mk}" if r.raft_n_seeds else "–"
+        cmk = constant_marks(r)
+        bert = (f"{fmt(r.bert_mean * scale)} ± {fmt(r.bert_std * scale)}{mk}{constant_marks(r, 'bert')}"
+                if r.bert_n_seeds else "–")
+        raft = (f"{fmt(r.raft_mean * scale)} ± {fmt(r.raft_std * scale)}{mk}{constant_marks(r, 'raft')}"
+                if r.raft_n_seeds else "–")
         delta = "–"
         if not math.isnan(r.delta):
             delta = fmt(r.delta * scale, signed=True)
             if not math.isnan(r.ci_low):
                 delta += f" [{fmt(r.ci_low * scale, signed=True)}, {fmt(r.ci_high * scale, signed=True)}]"
-            delta += mk
+            delta += mk + cmk
         row = {
-            "task": task_label(r.task, r.eval_set) + mk,
+            "task": task_label(r.task, r.eval_set) + mk + cmk,
             "metric": r.metric,
             bert_col: bert,
             raft_col: raft,
@@ -130,6 +153,10 @@ def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
             note = f"{agg.TASK_LABELS['average']}: {r.data_notes}"
             if note not in notes:
                 notes.append(note)
+        if cmk:
+            note = f"{task_label(r.task, r.eval_set)}{CONSTANT_MARK}: {_constant_counts(r, study)}"
+            if note not in notes:
+                notes.append(note)
     table = pd.DataFrame(rows)
     if not table.empty and "modes (BERT/RAFT)" in table.columns:
         table["modes (BERT/RAFT)"] = table["modes (BERT/RAFT)"].fillna("")
@@ -140,6 +167,9 @@ def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
     if any(HELDOUT_MARK in m for m in (marks(r) for r in d.itertuples(index=False))):
         foot.append(f"{HELDOUT_MARK} evaluated on a held-out substitute for the official test set "
                     "(metrics.json `sources.test` = held-out).")
+    if any(constant_marks(r) for r in d.itertuples(index=False)):
+        foot.append(f"{CONSTANT_MARK} rests on runs whose predictions were constant: the model gave every test "
+                    f"example the same label (metrics.json `constant_predictions`): {CONSTANT_MEANING}")
     return table, foot + notes
 
 
@@ -188,11 +218,84 @@ def show_markdown(text: str):
     display(Markdown(text))
 
 
+# ------------------------------------------------------------------ constant predictions
+CONSTANT_MEANING = ("these scores measure the class balance of the test set (accuracy = the share of the "
+                    "predicted class, MCC = 0), not the model; Δ and verdicts on them say nothing about the "
+                    "activation function.")
+
+
+def _arm_names(study: str) -> dict[str, str]:
+    return ({"bert": "BERT bias+head", "raft": "RAFT RAF+head"} if study == "glue_efficient"
+            else {"bert": "BERT", "raft": "RAFT"})
+
+
+def _constant_bits(r, study: str) -> list[str]:
+    """Per arm with constant runs: '3 of 3 BERT runs' (a task row) or '3 BERT task runs' (a
+    GLUE-average row: the averaged task runs that had constant predictions)."""
+    names = _arm_names(study)
+    bits = []
+    for arm in ("bert", "raft"):
+        k = _count(getattr(r, f"{arm}_constant_runs", None))
+        if not k:
+            continue
+        name = names[arm]
+        mode = str(getattr(r, f"{arm}_mode", "") or "")
+        if study != "glue_efficient" and mode not in ("", "full"):
+            name += f" [{mode}]"
+        if r.task == "average":
+            bits.append(f"{k} {name} task run{'s' if k != 1 else ''}")
+        else:
+            total = _count(getattr(r, f"{arm}_n_seeds", None))
+            bits.append(f"{k} of {total} {name} run{'s' if total != 1 else ''}")
+    return bits
+
+
+def _constant_counts(r, study: str) -> str:
+    """'3 of 3 BERT runs and 1 of 3 RAFT runs predicted one class for every test example'."""
+    bits = _and(_constant_bits(r, study))
+    if r.task == "average":
+        return f"includes {bits} that predicted one class for every test example"
+    return f"{bits} predicted one class for every test example"
+
+
+def constant_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows (one per task x N x mode pair, the selection ``score`` row of the first eval
+    set; GLUE-average rows included) whose runs include constant predictions."""
+    if summary.empty or not set(agg.SUMMARY_OPTIONAL_COLUMNS) <= set(summary.columns):
+        return summary.iloc[0:0]
+    keep = [bool(constant_marks(r)) and r.metric == "score" for r in summary.itertuples(index=False)]
+    d = summary[keep]
+    return d.drop_duplicates(subset=["task", "n", "bert_mode", "raft_mode"], keep="first")
+
+
+def constant_findings(summary: pd.DataFrame, study: str) -> str | None:
+    """The findings paragraph on runs whose predictions were constant (None when there are none):
+    per task and N, how many runs of each arm predicted one class for every test example."""
+    d = constant_rows(summary)
+    if d.empty:
+        return None
+    items, averages = [], []
+    for n in sorted(d["n"].unique(), key=agg.n_key):
+        for r in d[d["n"] == n].itertuples(index=False):
+            if r.task == "average":
+                averages.append(f"N = {n} ({_and(_constant_bits(r, study))})")
+            else:
+                items.append(f"{agg.TASK_LABELS.get(r.task, r.task)} N = {n}: {_constant_counts(r, study)}")
+    text = f"**⚠ Constant predictions ({CONSTANT_MARK}).** "
+    if items:
+        text += "; ".join(items) + f" — {CONSTANT_MEANING}"
+    if averages:
+        text += (f" The {agg.TASK_LABELS['average']} includes such runs at " + "; ".join(averages)
+                 + f", so it is marked {CONSTANT_MARK} too.")
+    return text + (f" The cells concerned are marked {CONSTANT_MARK} in the tables "
+                   "(metrics.json `constant_predictions`, `distinct_predictions`).")
+
+
 # ------------------------------------------------------------------ findings (auto-written)
 def _verdict_lists(rows: pd.DataFrame) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for r in rows.itertuples(index=False):
-        out.setdefault(r.verdict, []).append(task_label(r.task, r.eval_set) + marks(r))
+        out.setdefault(r.verdict, []).append(task_label(r.task, r.eval_set) + marks(r) + constant_marks(r))
     return out
 
 
@@ -218,6 +321,9 @@ def study_findings(summary: pd.DataFrame, study: str) -> str:
     unit = " (×100)" if scale == 100 else ""
     parts = [f"**Findings (written automatically from the result files).** Δ = RAFT − BERT, paired by "
              f"seed; 95 % paired bootstrap CI; verdict at the 95 % level (paired t-test and CI agree)."]
+    constant = constant_findings(summary, study)
+    if constant:
+        parts.append(constant)
     few: list[str] = []
     partial_names: set[str] = set()
     for n in sorted(summary["n"].unique(), key=agg.n_key):

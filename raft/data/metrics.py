@@ -93,6 +93,18 @@ def glue_metrics(task: str, predictions, labels) -> dict[str, float]:
     return out
 
 
+def distinct_predictions(task: str, predictions) -> int | None:
+    """How many distinct labels the predictions use (class ids (n,) or logits (n, k), as for
+    `glue_metrics`); None for stsb (a regression has no labels to count).
+
+    1 means a constant classifier: every example got the same label, so accuracy is the share
+    of that class and MCC is 0 -- the scores measure the class balance, not the model."""
+    task = check_task(task)
+    if task == "stsb":
+        return None
+    return len(np.unique(_as_predictions(task, predictions)))
+
+
 # ----------------------------------------------------------------------------------------
 # SQuAD v1.1: the normalisation and scores of the official evaluate-v1.1.py
 # ----------------------------------------------------------------------------------------

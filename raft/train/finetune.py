@@ -133,6 +133,7 @@ class Run:
     runtime: runtime.Runtime
     t_start: float
     model: Any = None
+    step_model: Any = None  # what runs training and evaluation steps: `model`, or torch.compile(model)
     tokenizer: Any = None
     variant: str = "bert"
     mode_summary: dict = field(default_factory=dict)
@@ -151,7 +152,8 @@ class Run:
         self.timings[name] = time.perf_counter() - t0
 
     def evaluate(self, part, with_loss: bool = True) -> dict:
-        return self.adapter.evaluate(self.model, part, self.runtime, self.settings, with_loss=with_loss)
+        model = self.model if self.step_model is None else self.step_model
+        return self.adapter.evaluate(model, part, self.runtime, self.settings, with_loss=with_loss)
 
 
 # ------------------------------------------------------------------------------ the skeleton
@@ -169,7 +171,7 @@ def run(settings, job: Job, adapter: Adapter) -> int:
         state.fit, state.opt_info = train_with_settings(
             state.model, state.parts.train, lambda: state.evaluate(state.parts.dev), settings,
             runtime=state.runtime, seed=job.seed, metric_name=adapter.selection_metric.replace(" ", ""),
-            desc=f"{adapter.task} {state.variant} n={job.n} seed={job.seed}",
+            desc=f"{adapter.task} {state.variant} n={job.n} seed={job.seed}", step_model=state.step_model,
         )
     with state.timed("test"):  # the restored best epoch, every test set
         state.test = {name: state.evaluate(part, with_loss=False)["metrics"]
@@ -198,9 +200,18 @@ def prepare(settings, job: Job, adapter: Adapter, t_start: float) -> Run:
     state.variant = getattr(state.model.config, "raft_variant", "bert")
     state.model.to(rt.device)  # before apply_mode: bias_head's gradient masks live on the parameters' device
     state.mode_summary = apply_mode(state.model, job, state.variant)
+    state.step_model = compile_model(state.model) if getattr(settings, "compile", False) else state.model
     positions = int(getattr(state.model.config, "max_position_embeddings", settings.max_seq_length))
     runtime.check(checks.check_max_seq_length, settings.max_seq_length, positions)
     return state
+
+
+def compile_model(model):
+    """``--compile``: `torch.compile` for the training and evaluation steps. Batches are padded
+    to their longest example, so sequence lengths (and the last batch's size) vary: dynamic
+    shapes from the start instead of a recompilation per new shape. Saving and the record's
+    RAF coefficients use the plain model (the compiled one shares its parameters)."""
+    return torch.compile(model, dynamic=True)
 
 
 def load_data(adapter: Adapter, data_dir):

@@ -11,6 +11,13 @@ by the task's selection score, then one evaluation of every test set. Writes one
 The run itself is `raft.train.finetune.run`; this module is its GLUE adapter (`GlueAdapter`:
 head, labels, data, encoding, metrics) and the command (flags: the run-level ones and one per
 field of `SETTINGS`).
+
+Constant classifiers: the record's top-level ``distinct_predictions`` holds, per test set, the
+number of distinct labels its predictions used (`raft.data.metrics.distinct_predictions`), and
+``constant_predictions`` is true when some test set got one label for every example; both are
+null for STS-B (a regression). They sit outside ``test``, whose entries stay metrics only. A tiny
+or undertrained model that always predicts one class scores MCC 0 / that class's share, which
+the tables and notebooks must not show as a result.
 """
 
 from __future__ import annotations
@@ -93,11 +100,34 @@ class GlueAdapter(finetune.Adapter):
         def enc(ds) -> Encoded:
             return encode(ds, tokenizer, settings.max_seq_length, self.info.is_regression)
 
-        return finetune.Parts(enc(sample.train), enc(sample.dev), {k: enc(v) for k, v in sample.tests.items()})
+        parts = finetune.Parts(enc(sample.train), enc(sample.dev), {k: enc(v) for k, v in sample.tests.items()})
+        self._tests = dict(parts.tests)  # evaluate() knows a test set by identity
+        self._distinct: dict[str, int | None] = {}
+        return parts
 
     def evaluate(self, model, part: Encoded, rt, settings, *, with_loss: bool = True) -> dict:
-        from raft.data.metrics import glue_metrics
+        """The task's metrics (`raft.data.metrics.glue_metrics`: paper metrics + ``score``); for a
+        test set, also notes how many labels its predictions used (see `provenance`)."""
+        from raft.data.metrics import distinct_predictions, glue_metrics
 
         out = predict(model, part, batch_size=settings.eval_batch_size, runtime=rt, with_loss=with_loss)
         metrics = glue_metrics(self.task, out["logits"], part.targets["labels"])
+        for name, test in getattr(self, "_tests", {}).items():
+            if part is test:
+                self._distinct[name] = distinct_predictions(self.task, out["logits"])
         return {"metrics": metrics, "score": metrics["score"], "loss": out["loss"]}
+
+    def provenance(self, data) -> dict:
+        """``distinct_predictions`` {test set: labels its predictions used} and
+        ``constant_predictions`` (true when a test set's predictions used a single label: the
+        run's scores then measure the class balance; false otherwise); both null for a
+        regression (STS-B) or when no test set was evaluated."""
+        distinct = dict(getattr(self, "_distinct", {}))
+        known = {k: v for k, v in distinct.items() if v is not None}
+        return {"distinct_predictions": known or None, "constant_predictions": constant_predictions(distinct)}
+
+
+def constant_predictions(distinct: dict) -> bool | None:
+    """True when some test set's ``distinct_predictions`` is 1 (at most 1); None when none is known."""
+    known = [k for k in distinct.values() if k is not None]
+    return any(k <= 1 for k in known) if known else None

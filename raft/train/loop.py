@@ -313,12 +313,14 @@ def train_with_early_stopping(
     max_grad_norm: float | None = 1.0,
     metric_name: str = "score",
     desc: str = "finetune",
+    step_model: nn.Module | None = None,
 ) -> tuple[FitResult, dict]:
     """AdamW (RAF coefficients in their own group) + linear schedule + `fit`.
 
     Returns the fit result and the derived optimisation settings (steps, warmup steps).
     The shuffling order comes from a generator seeded with ``seed``; dropout uses the global
-    torch RNG (seed it before calling).
+    torch RNG (seed it before calling). ``step_model`` (default ``model``) runs the training
+    steps, e.g. ``torch.compile(model)``; optimizer groups and best-epoch snapshots use ``model``.
     """
     from raft.optim import build_optimizer, build_scheduler
 
@@ -334,8 +336,8 @@ def train_with_early_stopping(
 
     def one_epoch(epoch: int) -> float:
         return train_epoch(
-            model, train, batch_size=batch_size, optimizer=optimizer, scheduler=scheduler,
-            generator=generator, runtime=runtime, max_grad_norm=max_grad_norm, desc=f"epoch {epoch}",
+            model if step_model is None else step_model, train, batch_size=batch_size, optimizer=optimizer,
+            scheduler=scheduler, generator=generator, runtime=runtime, max_grad_norm=max_grad_norm, desc=f"epoch {epoch}",
         )
 
     from raft.train.progress import Progress
@@ -360,9 +362,11 @@ def train_with_early_stopping(
 
 
 def train_with_settings(model: nn.Module, train: Encoded, evaluate_dev: Callable[[], dict], settings, *,
-                        runtime: Runtime, seed: int, metric_name: str, desc: str) -> tuple[FitResult, dict]:
+                        runtime: Runtime, seed: int, metric_name: str, desc: str,
+                        step_model: nn.Module | None = None) -> tuple[FitResult, dict]:
     """`train_with_early_stopping` with the optimisation settings of a `raft.settings.Finetune`
-    (or `SquadFinetune`): epochs, patience, batch size, learning rates, decay, schedule, clipping."""
+    (or `SquadFinetune`): epochs, patience, batch size, learning rates, decay, schedule, clipping;
+    ``step_model``: the module that runs the training steps (default ``model``)."""
     return train_with_early_stopping(
         model, train, evaluate_dev,
         runtime=runtime, seed=seed, epochs=settings.epochs, patience=settings.patience,
@@ -370,5 +374,5 @@ def train_with_settings(model: nn.Module, train: Encoded, evaluate_dev: Callable
         rational_lr=settings.rational_lr, rational_weight_decay=settings.rational_weight_decay,
         adam_eps=settings.adam_eps, warmup_ratio=settings.warmup_ratio,
         rational_schedule=settings.rational_schedule, max_grad_norm=settings.max_grad_norm,
-        metric_name=metric_name, desc=desc,
+        metric_name=metric_name, desc=desc, step_model=step_model,
     )

@@ -30,6 +30,10 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   save intervals, precision, ...) may change between attempts.
   log.csv / rationals.jsonl rows live in the checkpoint and are rewritten from it on resume
   (no duplicates); progress.jsonl is truncated to the resumed step;
+- --compile: `torch.compile` of the sparse-loss wrapper (before DDP; the masked-token count is
+  marked dynamic, so one graph serves every step); checkpoints, evaluation and model/ use the
+  plain model, and --compile is not part of the identity: compiled and eager attempts resume
+  each other;
 - multi-GPU: run the same command under `torchrun --nproc_per_node K -m raft.cli pretrain ...`
   (DDP over the sparse-loss wrapper; each process takes a contiguous slice of every global batch;
   the effective batch stays --batch-size via accumulation; only rank 0 writes files).
@@ -420,6 +424,8 @@ def start(run: Run) -> None:
             f"{b.accumulation} accumulation | {run.pretrain.max_steps} steps | train {data.n_train:,} x "
             f"{data.seq_len}, validation {len(data.validation):,} sequences")
     run.loss_module = SparseMLM(run.model)
+    if run.pretrain.compile:  # before DDP (DDP over the compiled module); checkpoints keep `run.model`
+        run.loss_module = torch.compile(run.loss_module)
     if b.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -669,13 +675,16 @@ def train_step(run: Run, state: TrainState, meter: Meter) -> None:
     scale = b.world / max(1, int((labels != IGNORE_INDEX).sum()))
     for j in range(b.accumulation):
         rows = b.rows(j)
-        positions, targets = masked_positions(labels[rows])
+        positions, targets = (t.to(rt.device) for t in masked_positions(labels[rows]))
+        if run.pretrain.compile:  # masked tokens per micro-batch vary: one graph for all counts
+            torch._dynamo.maybe_mark_dynamic(positions, 0)
+            torch._dynamo.maybe_mark_dynamic(targets, 0)
         x = inputs[rows].to(rt.device, non_blocking=True)
         attn = _attention_mask(batch[rows], run.data.pad_id, rt.device)
         no_sync = run.loss_module.no_sync() if b.world > 1 and j < b.accumulation - 1 else nullcontext()
         with no_sync:
             with rt.autocast():
-                loss_sum = run.loss_module(x, positions.to(rt.device), targets.to(rt.device), attn)
+                loss_sum = run.loss_module(x, positions, targets, attn)
             run.scaler.scale(loss_sum * scale).backward()
         meter.loss += loss_sum.detach().double()
         state.interval["count"] += positions.numel()

@@ -1,13 +1,12 @@
 # The checked config, helpers and target lists shared by all rule files.
 
-import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from raft import study
 from raft.config import load as load_config
-from raft.study import ConfigError
+from raft.study import ConfigError, cli_args
 from raft.data.tasks import GLUE_TASKS
 
 NOTEBOOK_DIR = Path(workflow.basedir) / "notebooks"
@@ -35,20 +34,6 @@ wildcard_constraints:
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-
-
-def cli_args(options):
-    """{'max_steps': 10, 'lr': 1e-4, 'x': None} -> "--max-steps 10 --lr 0.0001" (None dropped)."""
-    parts = []
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = f"--{key.replace('_', '-')}"
-        if value is True:
-            parts.append(flag)
-        else:
-            parts.append(f"{flag} {shlex.quote(str(value))}")
-    return " ".join(parts)
 
 
 def data_dir_arg():
