@@ -16,7 +16,7 @@ from test_analysis_synthetic import (
 
 from raft import cli
 from raft.analysis import aggregate as agg
-from raft.analysis import notebook, report
+from raft.analysis import findings, notebook, report
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,12 @@ def test_glue_table_marks_partial_cells_and_footnotes(results):
 
 def test_findings_state_uncertainty_and_partial_data(results):
     _, _, summary = report.load_study(results, "glue")
-    text = report.study_findings(summary, "glue")
+    text = findings.study_findings(summary, "glue")
     assert "**N = 100**" in text and "**N = full**" in text
     assert "GLUE average (×100)" in text and "95 % CI" in text
     assert "few paired seeds" in text  # 3 and 2 seeds
     assert "MNLI-m, MNLI-mm use partial data" in text
-    assert report.study_findings(summary.iloc[0:0], "squad").startswith("**Findings.** No SQuAD")
+    assert findings.study_findings(summary.iloc[0:0], "squad").startswith("**Findings.** No SQuAD")
 
 
 def test_findings_too_few_seeds(tmp_path):
@@ -57,7 +57,7 @@ def test_findings_too_few_seeds(tmp_path):
     _, _, summary = report.load_study(results, "glue")
     table, _ = report.format_table(summary, "100", "glue")
     assert set(table["verdict"]) == {"too few seeds"}
-    assert "too few seeds" in report.study_findings(summary, "glue")
+    assert "too few seeds" in findings.study_findings(summary, "glue")
 
 
 def test_efficient_table_shows_parameter_counts(results):
@@ -72,8 +72,8 @@ def test_old_results_have_no_constant_marks(results):
     for study in ("glue", "glue_efficient"):
         _, _, summary = report.load_study(results, study)
         assert not set(agg.SUMMARY_OPTIONAL_COLUMNS) & set(summary.columns)
-        assert "Constant predictions" not in report.study_findings(summary, study)
-        assert report.constant_findings(summary, study) is None
+        assert "Constant predictions" not in findings.study_findings(summary, study)
+        assert findings.constant_findings(summary, study) is None
         for n in summary["n"].unique():
             table, foot = report.format_table(summary, n, study)
             assert not any(report.CONSTANT_MARK in str(v) for v in table.to_numpy().ravel())
@@ -111,7 +111,7 @@ def test_constant_predictions_marked_in_tables(tmp_path):
 
 def test_constant_predictions_in_findings(tmp_path):
     _, _, summary = report.load_study(_constant_study(tmp_path / "results"), "glue")
-    text = report.study_findings(summary, "glue")
+    text = findings.study_findings(summary, "glue")
     assert ("CoLA N = 100: 1 of 3 RAFT runs predicted one class for every test example; RTE N = 100: "
             "3 of 3 BERT runs and 3 of 3 RAFT runs predicted one class for every test example — these scores "
             "measure the class balance of the test set") in text
@@ -125,7 +125,7 @@ def test_constant_predictions_efficient_study(tmp_path):
     results = make_results(tmp_path / "results", tasks=("cola", "mrpc"), ns=(100,), squad=False,
                            pretrain=False, constant_tasks=("cola",))
     _, _, summary = report.load_study(results, "glue_efficient")
-    text = report.study_findings(summary, "glue_efficient")
+    text = findings.study_findings(summary, "glue_efficient")
     assert ("CoLA N = 100: 3 of 3 BERT bias+head runs and 3 of 3 RAFT RAF+head runs predicted one class "
             "for every test example") in text
     table, _ = report.format_table(summary, "100", "glue_efficient", show_params=True)
@@ -135,7 +135,7 @@ def test_constant_predictions_efficient_study(tmp_path):
 
 def test_squad_findings_in_points(results):
     _, _, summary = report.load_study(results, "squad")
-    text = report.study_findings(summary, "squad")
+    text = findings.study_findings(summary, "squad")
     assert "EM: RAFT" in text and "F1: RAFT" in text and "Δ = +1.00" in text
     table, _ = report.format_table(summary, "100", "squad")
     assert list(table["metric"]) == ["EM", "F1"]
@@ -144,16 +144,16 @@ def test_squad_findings_in_points(results):
 
 def test_pretrain_and_shapes_findings(results):
     pre = agg.load_pretrain(results)
-    text = report.pretrain_findings(pre)
+    text = findings.pretrain_findings(pre)
     assert "11.750" in text and "12.500" in text and "one pretraining run per variant" in text
     assert "reduced-scale" in text
-    assert report.pretrain_findings(pre.iloc[0:0]).startswith("**Findings.** No pretraining")
+    assert findings.pretrain_findings(pre.iloc[0:0]).startswith("**Findings.** No pretraining")
     from raft.analysis import reference_rafs, shapes
 
     ours = agg.pretrained_rationals(results)
     runs = agg.load_runs(results, "glue")
     mv = shapes.movement_table(runs, ours)
-    text = report.shapes_findings(shapes.closest_table(ours), shapes.closest_table(reference_rafs.published_rafs()),
+    text = findings.shapes_findings(shapes.closest_table(ours), shapes.closest_table(reference_rafs.published_rafs()),
                                   report.amplitude_table(ours), mv)
     assert "closest standard activation" in text and "published checkpoint" in text
     assert "largest mean movement" in text and "upper half" in text
@@ -196,7 +196,7 @@ def test_squad_same_windows_no_warning(tmp_path):
     assert set(table["max_seq_length"]) == {(384,)} and set(table["doc_stride"]) == {(128,)}
     assert table["seeds_agree"].all() and set(table["pretrain_seq_len"]) == {128}
     assert set(table["max_position_embeddings"]) == {512}
-    text = report.squad_window_findings(table)
+    text = findings.squad_window_findings(table)
     assert "Both variants used the same windows: 384 tokens (doc_stride 128) at N = 100 and full" in text
     assert "Warning" not in text and "different windows" not in text
     shown = report.squad_windows_display(table)
@@ -207,7 +207,7 @@ def test_squad_same_windows_no_warning(tmp_path):
 def test_squad_different_windows_warn(tmp_path):
     root = _squad_tree(tmp_path / "results", {"bert": (384, 128), "raft": (128, 32)}, seq_len=512,
                        ns=(100, "full"))
-    text = report.squad_window_findings(report.squad_windows(root))
+    text = findings.squad_window_findings(report.squad_windows(root))
     assert "Warning: the variants were fine-tuned with different windows" in text
     assert "N = full: BERT (FAFT) 384 tokens (doc_stride 128), RAFT 128 tokens (doc_stride 32)" in text
     assert "N = 100: BERT (FAFT) 384 tokens" in text
@@ -219,7 +219,7 @@ def test_squad_windows_differ_at_one_n_only(tmp_path):
     root = tmp_path / "results"
     _squad_tree(root, {"bert": (128, 32), "raft": (128, 32)}, ns=(100,))
     _squad_tree(root, {"bert": (384, 128), "raft": (128, 32)}, ns=("full",))
-    text = report.squad_window_findings(report.squad_windows(root))
+    text = findings.squad_window_findings(report.squad_windows(root))
     assert "different windows" in text and "N = full: BERT (FAFT) 384 tokens" in text and "At this N" in text
     assert "same windows at the other N: 128 tokens (doc_stride 32) at N = 100" in text
     # BERT's full-data window is the only one past the pretraining length, so the caveat is uneven
@@ -229,7 +229,7 @@ def test_squad_windows_differ_at_one_n_only(tmp_path):
 
 def test_squad_untrained_positions_caveat(tmp_path):
     root = _squad_tree(tmp_path / "results", {"bert": (384, 128), "raft": (384, 128)}, seq_len=128)
-    text = report.squad_window_findings(report.squad_windows(root))
+    text = findings.squad_window_findings(report.squad_windows(root))
     assert ("BERT (FAFT) and RAFT at N = 100 (windows of 384 tokens): positions 128..383 were never trained "
             "during pretraining (pretraining sequences had 128 tokens)") in text
     assert "affects the variants differently" not in text
@@ -239,7 +239,7 @@ def test_squad_window_within_pretraining_length_no_caveat(tmp_path):
     for w in (128, 100):
         root = _squad_tree(tmp_path / f"results{w}", {"bert": (w, 32), "raft": (w, 32)}, seq_len=128)
         table = report.squad_windows(root)
-        text = report.squad_window_findings(table)
+        text = findings.squad_window_findings(table)
         assert "never trained" not in text and "Untrained" not in text
         assert "Every window fits within its variant's pretraining sequence length" in text
         assert set(report.squad_windows_display(table)["positions never trained in pretraining"]) == {"none"}
@@ -253,7 +253,7 @@ def test_squad_windows_seeds_disagree_and_missing_records(tmp_path):
     raft = table[table["variant"] == "raft"].iloc[0]
     assert not raft["seeds_agree"] and raft["max_seq_length"] == (128, 384)
     assert raft["settings"] == "seed 3: 128 tokens, doc_stride 32; seeds 1, 2: 384 tokens, doc_stride 128"
-    text = report.squad_window_findings(table)
+    text = findings.squad_window_findings(table)
     assert "different windows" in text and "RAFT 128 and 384 tokens" in text
     assert f"The seeds of RAFT at N = 100 disagree ({raft['settings']})." in text
     # no pretraining records: the caveat cannot be checked, and nothing claims the windows fit
@@ -268,12 +268,12 @@ def test_squad_windows_seeds_disagree_and_missing_records(tmp_path):
 def test_squad_windows_empty_and_unrecorded(tmp_path):
     empty = report.squad_windows(tmp_path / "none")
     assert empty.empty and list(empty.columns) == report.SQUAD_WINDOW_COLUMNS
-    assert report.squad_window_findings(empty).startswith("**Fine-tuning windows.** No SQuAD runs")
+    assert findings.squad_window_findings(empty).startswith("**Fine-tuning windows.** No SQuAD runs")
     assert report.squad_windows_display(empty).empty
     root = tmp_path / "results"
     write_run(root, "squad", "squad", "bert", 100, 1, {"test": {"f1": 50.0}})  # no window recorded
     write_run(root, "squad", "squad", "raft", 100, 1, {"test": {"f1": 51.0}})
-    text = report.squad_window_findings(report.squad_windows(root))
+    text = findings.squad_window_findings(report.squad_windows(root))
     assert "window is missing" in text and "Every window fits" not in text and "Warning" not in text
 
 

@@ -8,7 +8,7 @@ Modules (import what you need; nothing heavy is imported here):
 - ``shapes``: RAF curves (via ``raft.rational.rational_numpy``), distances, closest
   standard activation.
 - ``reference_rafs``: the published RAFT checkpoint's RAF coefficients (Fang et al. 2023).
-- ``report`` / ``plots``: formatted tables, auto-written findings and figures for the
-  notebooks in notebooks/.
+- ``report`` / ``findings`` / ``plots``: formatted tables, auto-written findings and figures
+  for the notebooks in notebooks/.
 - ``notebook``: ``raft normalize-notebook`` (byte-stable executed notebooks and HTML).
 """

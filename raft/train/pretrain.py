@@ -7,9 +7,9 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   --checkpoint-dir / --variant / --precision / --device (`Job`); device, precision (``auto``:
   bf16 on a GPU that supports it, else fp16 with a grad scaler; fp32 on the CPU), processes and
   exit codes come from `raft.train.runtime`, as for fine-tuning;
-- data: the token ids are held in memory as one int16/int32 tensor; the sequence order is a
-  seeded permutation per epoch (epochs wrap around); optimisation step s uses positions
-  [s*B, (s+1)*B) of that stream, split into per-process slices and micro-batches;
+- data (`pretrain_data`): the token ids are held in memory as one int16/int32 tensor; the
+  sequence order is a seeded permutation per epoch (epochs wrap around); optimisation step s uses
+  positions [s*B, (s+1)*B) of that stream, split into per-process slices and micro-batches;
 - masking: 15 % of non-special tokens, 80/10/10, drawn from a generator seeded by (seed, step),
   so a resumed run sees exactly the same masks; validation masks are fixed (`mlm.mask_eval_set`);
 - loss: sparse prediction head (`mlm.mlm_loss_sum`), normalised by the masked tokens of the
@@ -29,7 +29,8 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   error naming the differing flags (exit 2); the other settings (micro-batch, logging / eval /
   save intervals, precision, ...) may change between attempts.
   log.csv / rationals.jsonl rows live in the checkpoint and are rewritten from it on resume
-  (no duplicates); progress.jsonl is truncated to the resumed step;
+  (no duplicates); progress.jsonl is truncated to the resumed step. What a checkpoint holds,
+  and resuming from one: `pretrain_state`;
 - --compile: `torch.compile` of the sparse-loss wrapper (before DDP; the masked-token count is
   marked dynamic, so one graph serves every step); checkpoints, evaluation and model/ use the
   plain model, and --compile is not part of the identity: compiled and eager attempts resume
@@ -39,57 +40,58 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   the effective batch stays --batch-size via accumulation; only rank 0 writes files).
 
 Outputs in --output: model/ (RaftForMaskedLM + corpus tokenizer), log.csv, rationals.jsonl and,
-last, metrics.json (its presence means the run completed). --checkpoint-dir holds checkpoints
-and progress.jsonl.
+last, metrics.json (its presence means the run completed; the records: `pretrain_record`).
+--checkpoint-dir holds checkpoints and progress.jsonl.
 
-Code map: `run` (CLI namespace -> settings) -> `train`: `setup` (checks, runtime, data, model,
-optimiser) -> `resume` (checkpoint -> `TrainState`) -> `train_loop` (`train_step`,
-`log_and_eval`, `save`) -> `write_outputs` (model/, metrics.json).
+This module holds the command, the setup, the loop and the evaluation. Code map: `run` (CLI
+namespace -> settings) -> `train`: `setup` (checks, runtime, data (`pretrain_data.load_data`),
+model, optimiser) -> `resume` (`pretrain_state`: checkpoint -> `TrainState`) -> `train_loop`
+(`train_step`, `log_and_eval`, `pretrain_state.save`) -> `write_outputs` (model/, then
+`pretrain_record`: log.csv, rationals.jsonl, metrics.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import math
 import os
-import random
 import shutil
 import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from raft import checks, settings
 from raft.settings import Model, Pretrain, Rational
 from raft.train import runtime
-from raft.train.checkpoint import (
-    StopSignal,
-    load_resumable,
-    prune,
-    remove_temp,
-    save_checkpoint,
-)
+from raft.train.checkpoint import StopSignal
 from raft.train.mlm import (
-    DATA_TAG,
-    EVAL_MASK_SEED,
     IGNORE_INDEX,
     SparseMLM,
     derive_seed,
-    generator,
-    mask_eval_set,
-    mask_train_batch,
     masked_positions,
     mlm_loss_sum,
 )
-from raft.train.progress import Progress, truncate_jsonl
+from raft.train.pretrain_data import Batches, Data, load_data
+from raft.train.pretrain_record import (
+    _degrees,
+    _write_log,
+    _write_snapshots,
+    metrics_record,
+    write_records,
+)
+from raft.train.pretrain_state import (
+    TrainState,
+    _empty_interval,
+    checkpoint_identity,
+    resume,
+    save,
+)
+from raft.train.progress import Progress
 from raft.train.runtime import (
     EXIT_PREEMPTED,
     EXIT_USAGE,
@@ -100,8 +102,6 @@ from raft.train.runtime import (
 )
 
 PROG = "raft pretrain"
-LOG_COLUMNS = ["step", "tokens", "loss", "lr", "val_loss", "val_perplexity"]
-MASK_REPLACE = [0.8, 0.1, 0.1]  # selected tokens -> [MASK] / random id / unchanged (raft.train.mlm)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -188,154 +188,6 @@ def _usage_error(exc: Exception) -> int:
     return EXIT_USAGE
 
 
-# ---------------------------------------------------------------------------------- data
-def _load_ids(path: Path, dtype: torch.dtype) -> torch.Tensor:
-    import datasets
-
-    ds = datasets.load_from_disk(str(path))
-    if "input_ids" not in ds.column_names:
-        raise ValueError(f"{path}: no 'input_ids' column (columns: {ds.column_names})")
-    n = len(ds)
-    if n == 0:
-        return torch.empty((0, 0), dtype=dtype)
-    seq_len = len(ds[0]["input_ids"])
-    out = torch.empty((n, seq_len), dtype=dtype)
-    flat = out.view(-1).numpy()
-    if ds._indices is None:  # fast path: the Arrow column's values, chunk by chunk
-        def uniform(c):
-            if hasattr(c, "offsets") and len(c) and not (np.diff(c.offsets.to_numpy()) == seq_len).all():
-                raise ValueError(f"{path}: sequences must all have the same length ({seq_len})")
-            return c.flatten().to_numpy(zero_copy_only=False)
-
-        chunks = ((uniform(c), len(c)) for c in ds.data.column("input_ids").chunks)
-    else:
-        chunks = ((b["input_ids"].reshape(-1), len(b["input_ids"]))
-                  for b in ds.with_format("numpy", columns=["input_ids"]).iter(batch_size=65536))
-    start = 0
-    for values, rows in chunks:
-        if values.size != rows * seq_len:
-            raise ValueError(f"{path}: sequences must all have the same length ({seq_len})")
-        flat[start:start + values.size] = values
-        start += values.size
-    if start != n * seq_len:
-        raise ValueError(f"{path}: expected {n} sequences of {seq_len} ids, read {start} ids")
-    return out
-
-
-def load_corpus(corpus: Path):
-    """(train ids, validation ids, tokenizer, stats) of a prepared corpus folder."""
-    import datasets
-    from transformers import AutoTokenizer
-
-    datasets.disable_progress_bars()
-    corpus = Path(corpus)
-    for part in ("train", "validation", "tokenizer"):
-        if not (corpus / part).exists():
-            raise FileNotFoundError(f"corpus {str(corpus)!r} has no {part}/ (expected the output of `raft prepare-corpus`)")
-    tokenizer = AutoTokenizer.from_pretrained(corpus / "tokenizer")
-    stats = json.loads((corpus / "stats.json").read_text()) if (corpus / "stats.json").is_file() else {}
-    dtype = torch.int16 if len(tokenizer) <= 32767 else torch.int32
-    train, val = _load_ids(corpus / "train", dtype), _load_ids(corpus / "validation", dtype)
-    if len(train) == 0:
-        raise ValueError(f"corpus {str(corpus)!r}: the train split is empty")
-    for name, ids in (("train", train), ("validation", val)):
-        if len(ids) and int(ids.max()) >= len(tokenizer):
-            raise ValueError(f"corpus {str(corpus)!r}: {name} ids reach {int(ids.max())}, beyond the tokenizer's "
-                             f"{len(tokenizer)} tokens")
-    if len(val) and val.shape[1] != train.shape[1]:
-        raise ValueError(f"corpus {str(corpus)!r}: train and validation sequence lengths differ")
-    return train, val, tokenizer, stats
-
-
-class EpochStream:
-    """Positions of an endless stream of seeded per-epoch permutations of range(n)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self._cache = n, seed, {}
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._cache:
-            if len(self._cache) > 2:
-                self._cache.pop(min(self._cache))
-            self._cache[epoch] = torch.randperm(self.n, generator=generator(self.seed, DATA_TAG, epoch))
-        return self._cache[epoch]
-
-    def indices(self, start: int, count: int) -> torch.Tensor:
-        parts, pos = [], start
-        while pos < start + count:
-            epoch, offset = divmod(pos, self.n)
-            take = min(self.n - offset, start + count - pos)
-            parts.append(self.permutation(epoch)[offset:offset + take])
-            pos += take
-        return torch.cat(parts)
-
-
-@dataclass
-class Data:
-    """The corpus of a run: train ids, the (capped) validation set with its fixed masks, tokenizer."""
-
-    train: torch.Tensor  # (train sequences, seq_len)
-    validation: torch.Tensor  # (validation sequences, seq_len)
-    val_inputs: torch.Tensor  # masked validation ids
-    val_labels: torch.Tensor
-    tokenizer: object
-    stats: dict  # the corpus's stats.json
-    mask_kw: dict  # mask_tokens' arguments
-    stream: EpochStream  # the order of the train sequences
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train)
-
-    @property
-    def seq_len(self) -> int:
-        return self.train.shape[1]
-
-    @property
-    def pad_id(self):
-        return self.tokenizer.pad_token_id
-
-    def masked_batch(self, step: int, size: int, seed: int):
-        """(ids, masked inputs, labels) of global batch `step` (positions [step*size, (step+1)*size))."""
-        batch = self.train[self.stream.indices(step * size, size)]
-        return (batch, *mask_train_batch(batch, seed, step, **self.mask_kw))
-
-
-def load_data(corpus: Path, pretrain: Pretrain) -> Data:
-    train_ids, val_ids, tokenizer, stats = load_corpus(corpus)
-    if pretrain.max_eval_sequences is not None:
-        val_ids = val_ids[: max(0, pretrain.max_eval_sequences)]
-    mask_kw = {"mask_token_id": tokenizer.mask_token_id, "vocab_size": len(tokenizer),
-               "special_ids": sorted(set(tokenizer.all_special_ids)), "probability": pretrain.mlm_probability}
-    val_inputs, val_labels = mask_eval_set(val_ids, **mask_kw)
-    return Data(train_ids, val_ids, val_inputs, val_labels, tokenizer, stats, mask_kw,
-                EpochStream(len(train_ids), pretrain.seed))
-
-
-@dataclass(frozen=True)
-class Batches:
-    """How one global batch splits: `world` processes x `accumulation` micro-batches of `per_device`."""
-
-    size: int
-    per_device: int
-    accumulation: int
-    world: int
-    rank: int
-
-    @classmethod
-    def plan(cls, pretrain: Pretrain, world: Dist) -> Batches:
-        if pretrain.batch_size <= 0 or pretrain.max_steps <= 0:
-            raise UsageError("--batch-size and --max-steps must be positive")
-        accumulation = check(checks.check_batch, pretrain.batch_size, pretrain.per_device_batch_size, world.world)
-        per_device = pretrain.batch_size // world.world // accumulation
-        return cls(pretrain.batch_size, per_device, accumulation, world.world, world.rank)
-
-    def rows(self, j: int) -> slice:
-        """This process's rows of micro-batch `j` in a global batch."""
-        first = self.rank * (self.size // self.world) + j * self.per_device
-        return slice(first, first + self.per_device)
-
-
 # ---------------------------------------------------------------------------------- setup
 @dataclass
 class Run:
@@ -395,10 +247,6 @@ def setup(model: Model, rational: Rational, pretrain: Pretrain, job: Job, world:
                scaler, warmup_steps, identity, wall_start)
 
 
-def _degrees(rational: Rational) -> tuple[int, ...]:
-    return tuple(int(d) for d in str(rational.degrees).split(","))
-
-
 def build_model(variant: str, model: Model, rational: Rational, data: Data, device: torch.device):
     """(RaftConfig, RaftForMaskedLM on `device`, in training mode)."""
     from raft.modeling import RaftForMaskedLM, make_config
@@ -431,163 +279,6 @@ def start(run: Run) -> None:
 
         device_ids = [run.rt.device.index] if run.rt.device.type == "cuda" else None
         run.loss_module = DistributedDataParallel(run.loss_module, device_ids=device_ids)
-
-
-# ---------------------------------------------------------------------------------- checkpoints
-def checkpoint_identity(variant: str, model: Model, rational: Rational, pretrain: Pretrain,
-                        train_sequences: int, seq_len: int) -> dict:
-    """What a checkpoint must share with this run to be resumed: the settings marked ``identity``
-    (keyed by flag name: Rational's lr is rational_lr; the RAF options only for raft, they mean
-    nothing to the GELU model), the variant and the corpus size."""
-    parts = [model, pretrain] + ([rational] if variant == "raft" else [])
-    ident = {"variant": variant}
-    for obj in parts:
-        ident.update({type(obj).PREFIX + name: value for name, value in settings.identity(obj).items()})
-    return {**ident, "train_sequences": train_sequences, "seq_len": seq_len}
-
-
-def check_identity(path: Path, saved: dict, now: dict) -> None:
-    """A `UsageError` naming each setting in which checkpoint `path` differs from this run."""
-    corpus = {"train_sequences": "the corpus's train sequences", "seq_len": "the corpus's sequence length"}
-    diff = [f"{corpus.get(k) or '--' + k.replace('_', '-')} {saved.get(k)!r} (checkpoint) vs {v!r} (now)"
-            for k, v in now.items() if saved.get(k) != v]
-    if diff:
-        raise UsageError(f"checkpoint {path} was written with other settings: {'; '.join(diff)}; "
-                         "use another --checkpoint-dir or delete it")
-
-
-def _empty_interval() -> dict:
-    return {"loss_sum": 0.0, "count": 0}
-
-
-@dataclass
-class TrainState:
-    """The loop's counters and records: what a checkpoint holds besides weights, optimiser and RNGs."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    train_time_s: float = 0.0
-    wall_before_s: float = 0.0  # wall time of the earlier attempts of a resumed run
-    log_rows: list[dict] = field(default_factory=list)  # log.csv
-    snapshots: list[dict] = field(default_factory=list)  # rationals.jsonl
-    last_eval: dict | None = None  # {"step", "loss", "perplexity"}
-    interval: dict = field(default_factory=_empty_interval)  # loss sum / masked tokens since the last log row
-    resumed_from: list[int] = field(default_factory=list)
-
-    def to_checkpoint(self, wall_time_s: float) -> dict:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "train_time_s": self.train_time_s,
-                "wall_time_s": wall_time_s, "interval": dict(self.interval), "log_rows": self.log_rows,
-                "snapshots": self.snapshots, "last_eval": self.last_eval, "resumed_from": self.resumed_from}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, main: bool) -> TrainState:
-        """The state after `ckpt`'s step; the open interval's loss is rank 0's alone (see `save`)."""
-        return cls(step=ckpt["step"], tokens_seen=ckpt["tokens_seen"], train_time_s=ckpt["train_time_s"],
-                   wall_before_s=ckpt["wall_time_s"], log_rows=ckpt["log_rows"], snapshots=ckpt["snapshots"],
-                   last_eval=ckpt["last_eval"], interval=ckpt["interval"] if main else _empty_interval(),
-                   resumed_from=ckpt["resumed_from"] + [ckpt["step"]])
-
-
-def resume(run: Run) -> TrainState:
-    """The state to start from: the newest readable checkpoint (of this run's identity, else a
-    `UsageError`), restored into model, optimiser, scheduler, scaler and RNGs; else step 0."""
-    from raft.modeling import export_rationals
-
-    job, main = run.job, run.world.main
-    if main:
-        job.checkpoints.mkdir(parents=True, exist_ok=True)
-        for leftover in remove_temp(job.checkpoints):
-            run.say(f"removed incomplete checkpoint {leftover}")
-    path, ckpt = _load_checkpoint(job.checkpoints, run.world, run.say)
-    if ckpt is None:
-        state = TrainState(snapshots=[{"step": 0, "rationals": export_rationals(run.model)}])
-    else:
-        check_identity(path, ckpt["identity"], run.identity)
-        restore(run, ckpt)
-        state = TrainState.from_checkpoint(ckpt, main)
-        run.say(f"resuming from step {state.step} (checkpoint {path})")
-    if main:
-        job.output.mkdir(parents=True, exist_ok=True)
-        (job.output / "metrics.json").unlink(missing_ok=True)  # present only once this run completes
-        if ckpt is None:
-            job.progress_path.unlink(missing_ok=True)
-        else:
-            truncate_jsonl(job.progress_path, state.step)
-        write_records(run, state)
-    return state
-
-
-def restore(run: Run, ckpt: dict) -> None:
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    if ckpt["scaler"] and run.scaler.is_enabled():
-        run.scaler.load_state_dict(ckpt["scaler"])
-    rngs, world = ckpt["rng"], run.world
-    if len(rngs) == world.world:
-        _set_rng_state(rngs[world.rank], run.rt.device)
-    else:
-        run.say(f"warning: checkpoint from {len(rngs)} processes, now {world.world}: dropout RNG reseeded")
-        torch.manual_seed(derive_seed(run.pretrain.seed, world.rank, ckpt["step"]))
-
-
-def save(run: Run, state: TrainState, meter: Meter) -> Path | None:
-    """Checkpoint after `state.step` (rank 0 writes; returns the folder there, None elsewhere).
-
-    The running loss of the open logging interval, summed over processes, goes into the
-    checkpoint (held by rank 0 from here on), so a resumed run logs the same rows."""
-    world = run.world
-    meter.drain(state.interval)
-    loss_total, count = world.sum(state.interval["loss_sum"], state.interval["count"])
-    state.interval = {"loss_sum": loss_total, "count": int(count)} if world.main else _empty_interval()
-    rng = world.gather(_rng_state(run.rt.device))
-    path = None
-    if world.main:
-        b, data = run.batches, run.data
-        ckpt = {
-            **state.to_checkpoint(run.wall_time(state)),
-            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rng,
-            "data": {"position": state.step * b.size, "epoch": state.step * b.size // data.n_train,
-                     "train_sequences": data.n_train, "seq_len": data.seq_len, "order_seed": run.pretrain.seed},
-            "identity": run.identity, "world_size": world.world,
-        }
-        path = save_checkpoint(run.job.checkpoints, state.step, ckpt,
-                               {"tokens_seen": state.tokens_seen, "train_time_s": state.train_time_s})
-        prune(run.job.checkpoints, run.pretrain.keep_checkpoints, protect=path)
-    world.barrier()
-    return path
-
-
-def _rng_state(device) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _load_checkpoint(ckpt_dir: Path, world: Dist, say) -> tuple[Path | None, dict | None]:
-    """(path, state) to resume from. Rank 0 moves unreadable newer checkpoints aside first (and
-    says so), then the other processes load the same, now newest, checkpoint."""
-    found = load_resumable(ckpt_dir) if world.main else None
-    world.barrier()
-    if not world.main:
-        return load_resumable(ckpt_dir, move=False)[:2]
-    for bad in found.unreadable:
-        where = f"moved aside to {bad.now}" if bad.now != bad.path else "could not be moved aside"
-        say(f"checkpoint {bad.path} is unreadable ({bad.reason}): {where}")
-    if found.state is None and found.unreadable:
-        say(f"no readable checkpoint in {ckpt_dir}: starting from step 0 "
-            f"(moved aside: {', '.join(bad.now.name for bad in found.unreadable)})")
-    return found.path, found.state
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -814,73 +505,3 @@ def _save_model(run: Run) -> None:
     run.data.tokenizer.save_pretrained(tmp)
     shutil.rmtree(output / "model", ignore_errors=True)
     os.rename(tmp, output / "model")
-
-
-def metrics_record(run: Run, state: TrainState) -> dict:
-    """metrics.json (docs/architecture.md)."""
-    from raft.modeling import count_parameters
-
-    data, world, last = run.data, run.world, state.last_eval
-    return {
-        "variant": run.job.variant, "seed": run.pretrain.seed, "steps": state.step, "tokens_seen": state.tokens_seen,
-        "eval_loss": last["loss"], "perplexity": last["perplexity"], "wall_time_s": run.wall_time(state),
-        "train_time_s": state.train_time_s, "tokens_per_s": state.tokens_seen / max(state.train_time_s, 1e-9),
-        "device": runtime.device_description(run.rt.device, world=world.world), "precision": run.rt.precision,
-        "world_size": world.world, "resumed_from_steps": state.resumed_from,
-        "model": {**settings.as_record(run.model_settings), "vocab_size": len(data.tokenizer),
-                  "seq_len": data.seq_len, "parameters": count_parameters(run.model)},
-        "rational": rational_record(run),
-        "data": {"source": data.stats.get("source", "unknown"), "corpus": str(run.job.corpus),
-                 "train_sequences": data.n_train, "validation_sequences": len(data.validation),
-                 "seq_len": data.seq_len, "epochs": state.tokens_seen / (data.n_train * data.seq_len)},
-        "hyperparameters": hyperparameters(run),
-    }
-
-
-def rational_record(run: Run) -> dict:
-    """The RAF settings as given (lr, weight_decay, schedule) and as used: placement, shape, size."""
-    from raft.modeling import export_rationals, rational_modules
-
-    r, config, raft = run.rational_settings, run.config, run.job.variant == "raft"
-    rafs = rational_modules(run.model)
-    return {
-        **settings.as_record(r),
-        "layers": config.rational_layers, "pooler": config.rational_pooler,
-        "spec": r.layers if raft else "none", "init": r.init if raft else None,
-        "degrees": list(_degrees(r)) if raft else None,
-        "scalars": config.num_rational_scalars if raft else 0,
-        "trained_in_pretraining": sum(p.numel() for m in rafs.values() for p in m.parameters()),
-        "final": export_rationals(run.model),
-    }
-
-
-def hyperparameters(run: Run) -> dict:
-    """The Pretrain settings as given, with the values derived from them and the RAF recipe."""
-    p, r, b = run.pretrain, run.rational_settings, run.batches
-    return {
-        **settings.as_record(p),
-        "per_device_batch_size": b.per_device, "gradient_accumulation_steps": b.accumulation,
-        "world_size": b.world, "warmup_steps": run.warmup_steps, "schedule": "linear",
-        "adam_betas": [p.adam_beta1, p.adam_beta2], "mask_replace": MASK_REPLACE,
-        "rational_lr": r.lr, "rational_weight_decay": r.weight_decay, "rational_schedule": r.schedule,
-        "precision": run.rt.precision, "eval_mask_seed": EVAL_MASK_SEED,
-    }
-
-
-def write_records(run: Run, state: TrainState) -> None:
-    """log.csv and rationals.jsonl as the state has them (rank 0)."""
-    _write_log(run.job.output / "log.csv", state.log_rows)
-    _write_snapshots(run.job.output / "rationals.jsonl", state.snapshots)
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
-    runtime.write_text_atomic(path, buf.getvalue())
-
-
-def _write_snapshots(path: Path, snapshots: list[dict]) -> None:
-    runtime.write_text_atomic(path, "".join(json.dumps(s) + "\n" for s in snapshots))

@@ -1,0 +1,392 @@
+"""Auto-written findings for the result notebooks: the paragraphs that say what the result files
+show (per study, pretraining, RAF shapes, SQuAD fine-tuning windows, constant predictions).
+
+They are built from the tables of ``raft.analysis.aggregate`` / ``report`` and written with
+``report``'s number formats and data-quality marks; the notebooks call them as
+``report.<name>`` (``report`` forwards these names here).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from raft.analysis import aggregate as agg
+from raft.analysis import shapes, stats
+from raft.analysis.report import (
+    CONSTANT_MARK,
+    CONSTANT_MEANING,
+    HELDOUT_MARK,
+    PARTIAL_MARK,
+    SCALE,
+    _and,
+    _constant_bits,
+    _constant_counts,
+    _int_or_none,
+    _values_text,
+    constant_marks,
+    constant_rows,
+    fmt,
+    fmt_int,
+    fmt_p,
+    marks,
+    movement_summary,
+    task_label,
+)
+
+PAPER_PRETRAIN_TOKENS = 23_000 * 4_096 * 128  # the paper's budget (steps x batch x seq len)
+FEW_SEEDS = 5  # below this many paired seeds, the findings say the evidence is thin
+PAPER_SQUAD_WINDOWS = ("the authors' full-data comparison, the paper's +2.05 F1, set RAFT at 128 tokens "
+                       "against BERT at 384")
+
+
+# ------------------------------------------------------------------ constant predictions
+def constant_findings(summary: pd.DataFrame, study: str) -> str | None:
+    """The findings paragraph on runs whose predictions were constant (None when there are none):
+    per task and N, how many runs of each arm predicted one class for every test example."""
+    d = constant_rows(summary)
+    if d.empty:
+        return None
+    items, averages = [], []
+    for n in sorted(d["n"].unique(), key=agg.n_key):
+        for r in d[d["n"] == n].itertuples(index=False):
+            if r.task == "average":
+                averages.append(f"N = {n} ({_and(_constant_bits(r, study))})")
+            else:
+                items.append(f"{agg.TASK_LABELS.get(r.task, r.task)} N = {n}: {_constant_counts(r, study)}")
+    text = f"**⚠ Constant predictions ({CONSTANT_MARK}).** "
+    if items:
+        text += "; ".join(items) + f" — {CONSTANT_MEANING}"
+    if averages:
+        text += (f" The {agg.TASK_LABELS['average']} includes such runs at " + "; ".join(averages)
+                 + f", so it is marked {CONSTANT_MARK} too.")
+    return text + (f" The cells concerned are marked {CONSTANT_MARK} in the tables "
+                   "(metrics.json `constant_predictions`, `distinct_predictions`).")
+
+
+# ------------------------------------------------------------------ studies
+def _verdict_lists(rows: pd.DataFrame) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in rows.itertuples(index=False):
+        out.setdefault(r.verdict, []).append(task_label(r.task, r.eval_set) + marks(r) + constant_marks(r))
+    return out
+
+
+def _delta_sentence(r, scale: float, what: str) -> str:
+    s = (f"{what}: RAFT {fmt(r.raft_mean * scale)} vs BERT {fmt(r.bert_mean * scale)}, "
+         f"Δ = {fmt(r.delta * scale, signed=True)}")
+    if not math.isnan(r.ci_low):
+        s += f" [95 % CI {fmt(r.ci_low * scale, signed=True)}, {fmt(r.ci_high * scale, signed=True)}]"
+    if not math.isnan(r.p_ttest):
+        p = fmt_p(r.p_ttest)
+        s += f", paired t p {p}" if p.startswith("<") else f", paired t p = {p}"
+    s += f", {r.n_paired} paired seed{'s' if r.n_paired != 1 else ''} → **{r.verdict}**"
+    return s
+
+
+def study_findings(summary: pd.DataFrame, study: str) -> str:
+    """A short paragraph per N: the headline comparison, per-task verdicts, and caveats."""
+    title = {"glue": "GLUE", "squad": "SQuAD v1.1", "glue_efficient": "parameter-efficient GLUE"}[study]
+    if summary.empty:
+        return (f"**Findings.** No {title} results were found under the results directory yet, so "
+                "there is nothing to report.")
+    scale = SCALE.get(study, 1.0)
+    unit = " (×100)" if scale == 100 else ""
+    parts = ["**Findings (written automatically from the result files).** Δ = RAFT − BERT, paired by "
+             "seed; 95 % paired bootstrap CI; verdict at the 95 % level (paired t-test and CI agree)."]
+    constant = constant_findings(summary, study)
+    if constant:
+        parts.append(constant)
+    few: list[str] = []
+    partial_names: set[str] = set()
+    for n in sorted(summary["n"].unique(), key=agg.n_key):
+        d = summary[summary["n"] == n]
+        head = d[(d["task"] == "average")]
+        score_rows = d[(d["task"] != "average") & (d["metric"] == "score")]
+        bits = []
+        if len(head):
+            bits.append(_delta_sentence(head.iloc[0], scale, f"GLUE average{unit}"))
+        if study == "squad":
+            for m in ("EM", "F1"):
+                r = d[d["metric"] == m]
+                if len(r):
+                    bits.append(_delta_sentence(r.iloc[0], scale, m))
+        elif len(score_rows) == 1:
+            bits.append(_delta_sentence(score_rows.iloc[0], scale,
+                                        f"{task_label(score_rows.iloc[0]['task'], score_rows.iloc[0]['eval_set'])} "
+                                        f"selection score{unit}"))
+        elif len(score_rows) > 1:
+            v = _verdict_lists(score_rows)
+            tally = "; ".join(f"{k}: {', '.join(v[k])}" for k in
+                              (stats.RAFT_BETTER, stats.NO_DIFFERENCE, stats.BERT_BETTER,
+                               stats.TOO_FEW, stats.ONE_VARIANT) if k in v)
+            bits.append(f"per task (selection score) — {tally}")
+        parts.append(f"**N = {n}**: " + "; ".join(bits) + ".")
+        max_paired = int(d["n_paired"].max()) if len(d) else 0
+        if max_paired < FEW_SEEDS:
+            few.append(f"N = {n}: {max_paired}")
+        partial_names |= {task_label(r.task, r.eval_set) for r in d.itertuples(index=False)
+                          if marks(r) and r.task != "average"}
+    caveats = []
+    if few:
+        caveats.append(f"few paired seeds ({'; '.join(few)}; fewer than {FEW_SEEDS}): the intervals are wide, "
+                       "the tests have little power, and 'no detectable difference' is not evidence of equality")
+    if partial_names:
+        caveats.append(f"{', '.join(sorted(partial_names))} use partial data or a held-out test substitute "
+                       f"({PARTIAL_MARK}/{HELDOUT_MARK}, see the footnotes); averages that include them are "
+                       "marked too and are not comparable with the paper's numbers")
+    if caveats:
+        parts.append("**Caveats**: " + "; ".join(caveats) + ".")
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------ pretraining
+def pretrain_findings(pre: pd.DataFrame) -> str:
+    if pre.empty:
+        return "**Findings.** No pretraining results were found yet."
+    by = {r.variant: r for r in pre.itertuples(index=False)}
+    parts = ["**Findings (written automatically from the result files).**"]
+    if "bert" in by and "raft" in by:
+        b, r = by["bert"], by["raft"]
+        rel = (r.perplexity / b.perplexity - 1) * 100 if b.perplexity else math.nan
+        better = "lower" if r.perplexity < b.perplexity else "higher" if r.perplexity > b.perplexity else "equal"
+        parts.append(f"RAFT reached a validation perplexity of {fmt(r.perplexity, 3)} against BERT's "
+                     f"{fmt(b.perplexity, 3)} ({fmt(rel, 1, signed=True)} %, {better} for RAFT) after "
+                     f"{fmt_int(r.tokens_seen)} and {fmt_int(b.tokens_seen)} tokens.")
+        if r.tokens_seen != b.tokens_seen or r.steps != b.steps:
+            parts.append("The two runs did not see the same number of tokens/steps, so the comparison is "
+                         "not like for like.")
+    else:
+        for v, r in by.items():
+            parts.append(f"Only {agg.VARIANT_LABELS.get(v, v)} has finished: validation perplexity "
+                         f"{fmt(r.perplexity, 3)}.")
+    parts.append("There is one pretraining run per variant, so no uncertainty estimate is possible: a "
+                 "difference of a few percent may be within run-to-run noise.")
+    tokens = [t for t in pre["tokens_seen"] if t is not None and not (isinstance(t, float) and math.isnan(t))]
+    if tokens and max(tokens) < PAPER_PRETRAIN_TOKENS:
+        frac = max(tokens) / PAPER_PRETRAIN_TOKENS * 100
+        parts.append(f"The budget is {frac:.2g} % of the paper's (23,000 steps × 4,096 sequences × "
+                     "128 tokens): a reduced-scale reproduction, not the paper's checkpoints.")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------ shapes
+def shapes_findings(ours_closest: pd.DataFrame, published_closest: pd.DataFrame, amplitude: pd.DataFrame,
+                    movement: pd.DataFrame) -> str:
+    parts = ["**Findings (written automatically from the result files).**"]
+    if ours_closest.empty:
+        parts.append("No pretrained RAFT coefficients were found (results/pretrain/raft), so only the "
+                     "published reference shapes are shown.")
+    else:
+        groups: dict[str, list[str]] = {}
+        for r in ours_closest.itertuples(index=False):
+            groups.setdefault(r.closest, []).append(shapes.layer_label(r.layer))
+        desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(groups.items()))
+        parts.append(f"After pretraining, the closest standard activation (up to an affine rescaling of "
+                     f"input and output) is — {desc} (fit RMSE on [-4, 4] between "
+                     f"{fmt(ours_closest['rmse'].min(), 3)} and {fmt(ours_closest['rmse'].max(), 3)}).")
+        if not amplitude.empty:
+            small = amplitude[amplitude["max_abs_F"] < 1]
+            parts.append(f"{len(small)} of {len(amplitude)} RAFs stay within |F| < 1 on [-4, 4] (the paper "
+                         "reports small amplitudes for its checkpoint).")
+    if not published_closest.empty:
+        groups = {}
+        for r in published_closest.itertuples(index=False):
+            groups.setdefault(r.closest, []).append(shapes.layer_label(r.layer))
+        desc = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(groups.items()))
+        parts.append(f"For the published checkpoint (reference, not our run): {desc}.")
+    if not movement.empty:
+        ms = movement_summary(movement)
+        top = ms.sort_values(["distance"], ascending=False, kind="stable").iloc[0]
+        parts.append(f"During fine-tuning the largest mean movement is {shapes.layer_label(top['layer'])} on "
+                     f"{agg.TASK_LABELS.get(top['task'], top['task'])} at N = {top['n']} "
+                     f"(max |ΔF| = {fmt(top['distance'], 3)}, mean of {int(top['n_seeds'])} seed(s)).")
+        per_layer = ms.groupby("layer")["distance"].mean()
+        layers = [lay for lay in shapes.sorted_layers(per_layer.index) if lay != "pooler"]
+        if len(layers) >= 2:
+            half = len(layers) // 2
+            lower = float(per_layer[layers[:half]].mean())
+            upper = float(per_layer[layers[half:]].mean())
+            s = (f"Averaged over tasks and N, the upper half of the layers moved {fmt(upper, 3)} against "
+                 f"{fmt(lower, 3)} for the lower half")
+            if "pooler" in per_layer.index:
+                s += f" and {fmt(float(per_layer['pooler']), 3)} for the pooler"
+            parts.append(s + " (the paper reports that upper layers and the pooler move most).")
+        n_seeds = int(ms["n_seeds"].min())
+        if n_seeds < FEW_SEEDS:
+            parts.append(f"Some cells average only {n_seeds} seed(s); the heat map is descriptive, without "
+                         "uncertainty.")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------ SQuAD windows
+def _ns_text(ns) -> str:
+    return "N = " + _and(sorted(ns, key=agg.n_key))
+
+
+def _window_of(row) -> str:
+    w = f"{_values_text(row.max_seq_length, ' tokens')}"
+    return w + (f" (doc_stride {_values_text(row.doc_stride)})" if row.doc_stride else "")
+
+
+def _compare_windows(table: pd.DataFrame, ns: list) -> tuple[dict[str, list], list, list, list, list]:
+    """Per N, how the two variants' windows compare: ``(same {window: [N]}, differ, stride_differ,
+    unknown, single)``; ``differ`` and ``stride_differ`` hold one text per N."""
+    label = agg.VARIANT_LABELS
+    same: dict[str, list] = {}
+    differ, stride_differ, unknown, single = [], [], [], []
+    for n in ns:
+        by = {r.variant: r for r in table[table["n"] == n].itertuples(index=False)}
+        if "bert" not in by or "raft" not in by:
+            single.append(n)
+            continue
+        b, r = by["bert"], by["raft"]
+        if not b.max_seq_length or not r.max_seq_length:
+            unknown.append(n)
+        elif b.max_seq_length != r.max_seq_length:
+            differ.append(f"N = {n}: {label['bert']} {_window_of(b)}, {label['raft']} {_window_of(r)}")
+        elif b.doc_stride != r.doc_stride:
+            stride_differ.append(f"N = {n}: {label['bert']} {_window_of(b)}, {label['raft']} {_window_of(r)}")
+        else:
+            same.setdefault(_window_of(b), []).append(n)
+    return same, differ, stride_differ, unknown, single
+
+
+def _windows_verdict(same: dict[str, list], differ: list) -> str:
+    """Opening of the windows paragraph: the different-windows warning, or the same windows."""
+    same_text = "; ".join(f"{w} at {_ns_text(v)}" for w, v in same.items())
+    if differ:
+        s = ("**⚠ Warning: the variants were fine-tuned with different windows** (metrics.json "
+             "`hyperparameters.max_seq_length`) — " + "; ".join(differ) + ". At "
+             + ("this N" if len(differ) == 1 else "these N")
+             + ", Δ mixes the method (the activation function) with the window choice and is not a "
+             f"like-for-like comparison ({PAPER_SQUAD_WINDOWS}).")
+        if same:
+            s += f" Both variants used the same windows at the other N: {same_text}."
+        return s
+    if same:
+        return (f"**Fine-tuning windows (from the result files).** Both variants used the same windows: "
+                f"{same_text}, so Δ compares the variants at equal windows (unlike the paper: {PAPER_SQUAD_WINDOWS}).")
+    return "**Fine-tuning windows (from the result files).** No N has runs of both variants with recorded windows."
+
+
+def _windows_caveats(stride_differ: list, unknown: list, single: list) -> str:
+    """Sentences on N with a different doc_stride only, a missing window, or one variant only."""
+    s = ""
+    if stride_differ:
+        s += (" The variants used the same window but different doc_stride at " + "; ".join(stride_differ)
+              + ", so they saw differently cut contexts.")
+    if unknown:
+        s += (f" At {_ns_text(unknown)} the window is missing from the runs of at least one variant "
+              "(`hyperparameters.max_seq_length`), so it cannot be compared.")
+    if single:
+        s += f" At {_ns_text(single)} only one variant has runs, so there is nothing to compare."
+    return s
+
+
+def _seed_disagreement(table: pd.DataFrame) -> str:
+    """One sentence per (variant, N) whose seeds used different settings."""
+    label = agg.VARIANT_LABELS
+    s = ""
+    for r in table.itertuples(index=False):
+        if not r.seeds_agree:
+            s += f" The seeds of {label.get(r.variant, r.variant)} at N = {r.n} disagree ({r.settings})."
+    return s
+
+
+def _windows_paragraph(table: pd.DataFrame, ns: list) -> str:
+    """Whether both variants used the same windows at every N, with the caveats and seed notes."""
+    same, differ, stride_differ, unknown, single = _compare_windows(table, ns)
+    return (_windows_verdict(same, differ) + _windows_caveats(stride_differ, unknown, single)
+            + _seed_disagreement(table))
+
+
+def _untrained_windows(table: pd.DataFrame) -> tuple[dict[tuple[int, int], dict[str, list]], set, bool]:
+    """``(untrained {(L, W): {variant: [N]}}, variants without a pretraining length, checked)`` for
+    windows W longer than the pretraining length L; ``checked``: some window could be checked."""
+    untrained: dict[tuple[int, int], dict[str, list]] = {}
+    no_length = set()
+    checked = False
+    for r in table.itertuples(index=False):
+        L = _int_or_none(r.pretrain_seq_len)
+        if not r.max_seq_length:
+            continue
+        if L is None:
+            no_length.add(r.variant)
+            continue
+        checked = True
+        for w in r.max_seq_length:
+            if w > L:
+                untrained.setdefault((L, w), {}).setdefault(r.variant, []).append(r.n)
+    return untrained, no_length, checked
+
+
+def _untrained_bits(untrained: dict[tuple[int, int], dict[str, list]]) -> list[str]:
+    """One clause per (L, W): which variants at which N use positions L..W-1."""
+    label = agg.VARIANT_LABELS
+    bits = []
+    for (L, w), by_variant in sorted(untrained.items()):
+        groups: dict[tuple, list[str]] = {}
+        for v in sorted(by_variant, key=agg._list_key(agg.VARIANTS)):
+            groups.setdefault(tuple(by_variant[v]), []).append(label.get(v, v))
+        who = "; ".join(f"{_and(vs)} at {_ns_text(n_list)}" for n_list, vs in groups.items())
+        bits.append(f"{who} (windows of {w} tokens): positions {L}..{w - 1} were never trained during "
+                    f"pretraining (pretraining sequences had {L} tokens)")
+    return bits
+
+
+def _uneven_untrained(table: pd.DataFrame, ns: list, untrained: dict[tuple[int, int], dict[str, list]]) -> list:
+    """N with runs of both variants where the untrained windows differ between them."""
+    uneven = []
+    for n in ns:
+        by = {v: {w for (_, w), bv in untrained.items() if n in bv.get(v, [])} for v in ("bert", "raft")}
+        present = set(table.loc[table["n"] == n, "variant"])
+        if {"bert", "raft"} <= present and by["bert"] != by["raft"]:
+            uneven.append(n)
+    return uneven
+
+
+def _untrained_paragraph(table: pd.DataFrame, ns: list, untrained, bits: list[str]) -> str:
+    """The untrained-positions caveat, noting N where it affects the variants differently."""
+    text = ("**Untrained positions.** " + "; ".join(bits) + ". Tokens there rely on position "
+            "embeddings that only fine-tuning trains.")
+    uneven = _uneven_untrained(table, ns, untrained)
+    if uneven:
+        text += (f" At {_ns_text(uneven)} this affects the variants differently, another difference "
+                 "that Δ absorbs.")
+    return text
+
+
+def _pretrain_length_note(no_length: set, checked: bool, bits: list[str]) -> str | None:
+    """Why untrained positions could not be checked, or that every window fits (None: nothing to add)."""
+    label = agg.VARIANT_LABELS
+    if no_length:
+        return ("The pretraining sequence length of "
+                + _and(label.get(v, v) for v in sorted(no_length, key=agg._list_key(agg.VARIANTS)))
+                + " is not recorded (results/pretrain/{variant}/metrics.json `data.seq_len`), so "
+                "untrained positions cannot be checked.")
+    if checked and not bits:
+        return ("Every window fits within its variant's pretraining sequence length, so fine-tuning "
+                "uses only positions trained in pretraining.")
+    return None
+
+
+def squad_window_findings(table: pd.DataFrame) -> str:
+    """Auto-written statement on the SQuAD windows of ``squad_windows``: whether both
+    variants used the same windows at every N (else a warning that Δ mixes the method with
+    the window choice), seeds that disagree, and the untrained-positions caveat for every
+    window longer than its variant's pretraining sequence length."""
+    if table.empty:
+        return ("**Fine-tuning windows.** No SQuAD runs were found under the results directory, so "
+                "there are no windows to report.")
+    ns = sorted(table["n"].unique(), key=agg.n_key)
+    parts = [_windows_paragraph(table, ns)]
+    untrained, no_length, checked = _untrained_windows(table)
+    bits = _untrained_bits(untrained)
+    if bits:
+        parts.append(_untrained_paragraph(table, ns, untrained, bits))
+    note = _pretrain_length_note(no_length, checked, bits)
+    if note is not None:
+        parts.append(note)
+    return "\n\n".join(parts)
