@@ -169,11 +169,6 @@ def from_args(cls, args: argparse.Namespace):
     return cls(**{f.name: getattr(args, cls.PREFIX + f.name) for f in dataclasses.fields(cls)})
 
 
-def as_flags(obj) -> dict:
-    """{flag name without dashes: value} of a settings object (for a command line)."""
-    return {type(obj).PREFIX + f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
 def as_record(obj) -> dict:
     """The settings as written to a result file (config key names)."""
     return dataclasses.asdict(obj)

@@ -89,11 +89,6 @@ def task_label(task: str, eval_set: str) -> str:
     return {"matched": f"{label}-m", "mismatched": f"{label}-mm"}.get(eval_set, label)
 
 
-def _arm_label(variant: str, mode: str, default_mode: str) -> str:
-    label = agg.VARIANT_LABELS.get(variant, variant)
-    return label if mode in ("", default_mode) else f"{label} [{mode}]"
-
-
 def display_rows(summary: pd.DataFrame, n, study: str, *, paper_only: bool = True) -> pd.DataFrame:
     """The rows of one N shown in a table: the paper's metric(s) per task (+ the average)."""
     d = summary[summary["n"] == str(n)]

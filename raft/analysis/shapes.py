@@ -254,18 +254,6 @@ def closest_table(rafs: Mapping[str, Mapping], x=None) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- curves in long form
-def curves_frame(rafs: Mapping[str, Mapping], x=None, **labels) -> pd.DataFrame:
-    """Long data frame (layer, x, y, **labels) for plotting."""
-    x = grid() if x is None else x
-    parts = []
-    for name in sorted_layers(rafs):
-        parts.append(pd.DataFrame({"layer": name, "x": x, "y": evaluate(rafs[name], x)}))
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["layer", "x", "y"])
-    for k, v in labels.items():
-        df[k] = v
-    return df
-
-
 def mean_curves(runs: list[Mapping[str, Mapping]], x=None) -> dict[str, np.ndarray]:
     """Per layer: the mean over runs of F(x) (curves averaged, not coefficients)."""
     x = grid() if x is None else x

@@ -306,11 +306,6 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, out_dir: Path, *, len
     return path
 
 
-def _batched(seq, n):
-    for i in range(0, len(seq), n):
-        yield seq[i: i + n]
-
-
 class _Packer:
     """Concatenate token blocks and write ``[CLS] + (seq_len-2) + [SEP]`` rows to an Arrow stream."""
 
