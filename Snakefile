@@ -29,6 +29,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/zeroshot.smk"
 include: "workflow/rules/report.smk"
 
 

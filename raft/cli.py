@@ -20,8 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("raft.train.pretrain", "masked-LM pretraining of a BERT or RAFT model"),
     "finetune-glue": ("raft.train.finetune_glue", "fine-tune on one GLUE task, one N, one seed"),
     "finetune-squad": ("raft.train.finetune_squad", "fine-tune on SQuAD v1.1, one N, one seed"),
+    "zeroshot": ("raft.train.zeroshot", "score a fine-tuned MNLI / SQuAD model on SNLI / TriviaQA, no training"),
     "aggregate": ("raft.analysis.aggregate", "collect result files into tidy tables"),
     "normalize-notebook": ("raft.analysis.notebook", "make an executed notebook byte-stable"),
+    "export": ("raft.export", "write a Hub-ready model folder that loads without raft (trust_remote_code)"),
 }
 
 

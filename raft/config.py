@@ -110,6 +110,24 @@ def check_structure(cfg: dict, notebook_dir) -> None:
             raise _bad("notebooks", f"no template notebooks/{name}.ipynb")
 
 
+def merge_files(files) -> dict:
+    """YAML config files merged in order as Snakemake merges ``--configfile`` overlays:
+    mappings key by key, any other value (lists too) replaced."""
+
+    def merge(base: dict, over: dict) -> dict:
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    cfg: dict = {}
+    for f in files:
+        merge(cfg, yaml.safe_load(Path(f).read_text()) or {})
+    return cfg
+
+
 def load(cfg: dict, schema_path, notebook_dir) -> str | None:
     """Validate ``cfg`` in place (defaults filled) and check every job; returns the data folder."""
     validate(cfg, schema_path)

@@ -172,14 +172,12 @@ HEADS = {
 }
 
 
-def load_pretrained(path, head: str, **config_overrides):
-    """Load a pretrained RAFT/BERT directory (from `raft pretrain`) with a task head.
+def load_config(path, **config_overrides) -> RaftConfig:
+    """The config of a pretrained RAFT/BERT directory (from `raft pretrain`), with overrides.
 
     Raises a clear error when the directory is missing or is not a raft model directory.
     """
     path = Path(path)
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
     if not path.is_dir():
         raise FileNotFoundError(f"pretrained model directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
@@ -195,7 +193,23 @@ def load_pretrained(path, head: str, **config_overrides):
         )
     for key, value in config_overrides.items():
         setattr(config, key, value)
-    return HEADS[head].from_pretrained(path, config=config)
+    return config
+
+
+def load_pretrained(path, head: str, state_dict: dict | None = None, **config_overrides):
+    """Load a pretrained RAFT/BERT directory (from `raft pretrain`) with a task head.
+
+    ``state_dict``: the directory's weights already in memory (``safetensors.torch.load_file``);
+    the model then takes them instead of reading the files (and shares their storage: pass a
+    copy when the model will train). Weights missing from it (the head) are initialised exactly
+    as when loading from disk. Errors as in `load_config`.
+    """
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
+    config = load_config(path, **config_overrides)
+    if state_dict is not None:
+        return HEADS[head].from_pretrained(None, config=config, state_dict=state_dict)
+    return HEADS[head].from_pretrained(Path(path), config=config)
 
 
 def rational_modules(model: nn.Module) -> dict[str, Rational]:

@@ -52,6 +52,93 @@ def runs(config: dict, study: str) -> list[tuple[str, str, int | str, int]]:
     return [(t, v, n, s) for t in tasks for v in variants for n, s in grid]
 
 
+def seeds(config: dict, study: str) -> tuple[list[int], list[int]]:
+    """(low-data seeds, full-data seeds) of a study (every low-data N has the same seeds)."""
+    if study == "glue_efficient":
+        return list(config["glue"]["efficient"]["seeds"]), []
+    section = config[study]
+    return list(section["low_data"]["seeds"]), list(section["full_data"]["seeds"])
+
+
+# zero-shot target -> (study, task) whose full-data fine-tuned models it scores
+ZEROSHOT_SOURCES = {"snli": ("glue", "mnli"), "triviaqa": ("squad", "squad")}
+
+
+def zeroshot_targets(config: dict) -> list[str]:
+    """The zero-shot targets the config switches on (``zeroshot: {snli: true, ...}``)."""
+    return [t for t in ZEROSHOT_SOURCES if config.get("zeroshot", {}).get(t)]
+
+
+def zeroshot_runs(config: dict, targets=None) -> list[tuple[str, str, int]]:
+    """(target, variant, seed) of every zero-shot evaluation: each full-data seed of the source."""
+    out = []
+    for target in zeroshot_targets(config) if targets is None else targets:
+        study, _ = ZEROSHOT_SOURCES[target]
+        out += [(target, v, s) for v in config["variants"] for s in config[study]["full_data"]["seeds"]]
+    return out
+
+
+def keeps_model(config: dict, study: str, task: str) -> bool:
+    """True when the full-data runs of (study, task) keep their weights (a zero-shot source)."""
+    return (study, task) in (ZEROSHOT_SOURCES[t] for t in zeroshot_targets(config))
+
+
+def zeroshot_available(config: dict, data_dir, reachable=None) -> tuple[list[str], list[str]]:
+    """(targets switched on whose data is here, a line per target left out). Here: a complete
+    local copy, else the Hub when it answers (``reachable``: `raft.data.sources.hub_reachable`).
+    A line names the target's missing files and the expected layout."""
+    from raft.data import snli, triviaqa
+    from raft.data.sources import hub_reachable
+
+    readers, found, left_out = {"snli": snli, "triviaqa": triviaqa}, [], []
+    for target in zeroshot_targets(config):
+        reader = readers[target]
+        missing, hub = reader.missing_files(data_dir), reader.uses_hub(data_dir)
+        if not missing or (hub and (reachable or hub_reachable)()):
+            found.append(target)
+            continue
+        why = "no local copy, and the Hugging Face Hub does not answer" if hub else "the local copy is incomplete"
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        left_out.append(f"zero-shot {target} (zeroshot.{target}: true) is left out ({why}): missing "
+                        f"{', '.join(missing[:3])}{more}; expected {reader.LAYOUT}")
+    return found, left_out
+
+
+def finetune_families(config: dict) -> list[dict]:
+    """The workflow's fine-tuning rules, each a dict: ``name``, ``study``, ``n`` (the N wildcard's
+    pattern), ``seeds`` (the seeds each job runs, all in one process; absent: one job per seed),
+    ``tasks`` (the tasks it serves; absent: all) and ``keep`` (it keeps the fine-tuned weights).
+    Low-data runs are batched per (task, variant, N); full-data runs are long, one job each, and
+    those of a zero-shot source task get a rule of their own that keeps the weights."""
+    families = []
+    for name in STUDIES:
+        low, full = seeds(config, name)
+        if low:
+            families.append(dict(name=f"finetune_{name}", study=name, n=r"[1-9][0-9]*", seeds=low))
+        if not full:
+            continue
+        tasks = config["glue"]["tasks"] if name == "glue" else ["squad"]
+        kept = [t for t in tasks if keeps_model(config, name, t)]
+        if len(kept) < len(tasks):
+            families.append(dict(name=f"finetune_{name}_full", study=name, n="full",
+                                 tasks=[t for t in tasks if t not in kept]))
+        if kept:
+            families.append(dict(name=f"finetune_{name}_full_kept", study=name, n="full", tasks=kept, keep=True))
+    return families
+
+
+def check_zeroshot(config: dict) -> None:
+    """A switched-on target needs full-data runs of its source task."""
+    for target in zeroshot_targets(config):
+        study, task = ZEROSHOT_SOURCES[target]
+        if study == "glue" and task not in config["glue"]["tasks"]:
+            raise ConfigError(f"invalid configuration value at 'zeroshot.{target}': true, but {task} is not in "
+                              f"glue.tasks (its full-data {task} models are what it scores)")
+        if not config[study]["full_data"]["seeds"]:
+            raise ConfigError(f"invalid configuration value at 'zeroshot.{target}': true, but "
+                              f"{study}.full_data.seeds is empty (it scores the full-data {task} models)")
+
+
 def mode(config: dict, study: str, variant: str) -> str:
     """The run's --mode: 'frozen_rafs' means 'full' for bert (it has no RAFs to freeze)."""
     if study == "glue_efficient":
@@ -218,5 +305,6 @@ def preflight(config: dict, data_dir: str | None) -> None:
         return sizes[task]
 
     check_pretraining(config)
+    check_zeroshot(config)
     for study in STUDIES:
         check_finetuning(config, study, pool_size)

@@ -7,14 +7,23 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis_synthetic import glue_test_metrics, make_results, rafs, write_pretrain, write_run
+from test_analysis_synthetic import (
+    ZEROSHOT_SEEDS,
+    glue_test_metrics,
+    make_results,
+    rafs,
+    write_pretrain,
+    write_run,
+    write_zeroshot,
+    zeroshot_tree,
+)
 
 from raft import cli
 from raft.analysis import aggregate as agg
 
 SEEDS = [2022, 202206, 20220602, 2259, 5309]
 TABLES = ["pretrain.csv", "glue.csv", "glue_summary.csv", "squad.csv", "squad_summary.csv",
-          "glue_efficient.csv", "glue_efficient_summary.csv"]
+          "glue_efficient.csv", "glue_efficient_summary.csv", "zeroshot.csv", "zeroshot_summary.csv"]
 
 
 def _read(path):
@@ -331,3 +340,68 @@ def test_constant_flag_derived_from_distinct_predictions(tmp_path):
     assert agg.constant_flag({}, test) is True
     runs.at[0, "test"] = test
     assert "distinct_predictions" not in set(agg.long_table(runs)["metric"])
+
+
+# ------------------------------------------------------------------ zero-shot transfer
+def test_zeroshot_tables_have_their_header_when_there_are_no_runs(tmp_path):
+    agg.aggregate(tmp_path / "results")
+    assert (tmp_path / "results/tables/zeroshot.csv").read_text() == ",".join(
+        agg.LONG_COLUMNS + agg.ZEROSHOT_COLUMNS) + "\n"
+    assert (tmp_path / "results/tables/zeroshot_summary.csv").read_text() == ",".join(
+        agg.SUMMARY_COLUMNS + agg.ZEROSHOT_COLUMNS) + "\n"
+
+
+def test_zeroshot_known_answer(tmp_path):
+    results = zeroshot_tree(tmp_path / "results")
+    written = agg.aggregate(results)
+    assert {"zeroshot", "zeroshot_summary"} <= set(written)
+    long = _read(results / "tables/zeroshot.csv")
+    assert list(long.columns) == agg.LONG_COLUMNS + agg.ZEROSHOT_COLUMNS + agg.LONG_OPTIONAL_COLUMNS
+    assert len(long) == 6 * 2 * (2 + 3)  # seeds x variants x (SNLI acc, score + TriviaQA EM, F1, score)
+    row = long[(long["task"] == "triviaqa") & (long["variant"] == "raft") & (long["seed"] == 49)
+               & (long["metric"] == "EM")].iloc[0]
+    assert row["value"] == 44.0 and row["mode"] == "frozen_rafs" and row["source_task"] == "squad"
+    assert row["substitute"] and row["source_file"] == "results/zeroshot/triviaqa/raft/seed49/metrics.json"
+    assert not long[long["task"] == "snli"]["substitute"].any()
+    s = _read(results / "tables/zeroshot_summary.csv")
+    assert list(s.columns) == agg.SUMMARY_COLUMNS + agg.ZEROSHOT_COLUMNS + agg.SUMMARY_OPTIONAL_COLUMNS
+    assert list(zip(s["task"], s["metric"])) == [("snli", "acc"), ("snli", "score"), ("triviaqa", "EM"),
+                                                 ("triviaqa", "F1"), ("triviaqa", "score")]
+    assert set(s["n"]) == {"full"} and set(s["n_paired"]) == {6}
+    acc = s.iloc[0]
+    base = [0.6 + 0.01 * i for i in range(6)]
+    assert acc["bert_mean"] == pytest.approx(np.mean(base)) and acc["bert_std"] == pytest.approx(np.std(base, ddof=1))
+    assert acc["delta"] == pytest.approx(0.02) and acc["verdict"] == "RAFT better"
+    assert (acc["source_task"], acc["substitute"], acc["partial_data"], acc["train_source"]) == (
+        "mnli", False, True, "local-subset")
+    assert (acc["bert_constant_runs"], acc["raft_constant_runs"]) == (0, 0)
+    em, f1 = s.iloc[2], s.iloc[3]
+    assert em["delta"] == pytest.approx(-1.0) and em["verdict"] == "BERT better"
+    assert (em["bert_mode"], em["raft_mode"], em["source_task"], em["substitute"]) == ("full", "frozen_rafs", "squad", True)
+    assert f1["delta"] == pytest.approx(np.mean([0.5, -0.4, 0.3, -0.6, 0.2, -0.1]), abs=1e-6)  # %.6g
+    assert f1["verdict"] == "no detectable difference" and f1["ci_low"] < 0 < f1["ci_high"]
+    assert pd.isna(em["bert_constant_runs"])  # TriviaQA runs record no constant predictions
+
+
+def test_zeroshot_display_marks_the_substitute(tmp_path):
+    from raft.analysis import findings, plots, report
+
+    results = zeroshot_tree(tmp_path / "results")
+    _, long, summary = report.load_zeroshot(results)
+    table, foot = report.format_zeroshot_table(summary)
+    assert list(table["task"]) == ["SNLI†", "TriviaQA¶", "TriviaQA¶"]
+    assert list(table["fine-tuned on"]) == ["MNLI", "SQuAD v1.1", "SQuAD v1.1"] and set(table["N"]) == {"full"}
+    assert list(table["metric"]) == ["acc", "EM", "F1"]
+    assert table.iloc[0]["RAFT"].startswith("64.50 ± 1.87")  # accuracy x 100, like GLUE
+    assert table.iloc[1]["BERT (FAFT)"].startswith("42.50 ± 1.87")  # percent, like SQuAD
+    assert any(f.startswith("¶ scored on the Hub's TriviaQA rc.web dev set") for f in foot)
+    text = findings.zeroshot_findings(summary)
+    assert "**SNLI†** (models fine-tuned on MNLI, N = full)" in text and "TriviaQA¶ was scored" in text
+    assert "**TriviaQA¶**" in text and "BERT better" in text
+    fig = plots.zeroshot_plot(long)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("SNLI accuracy") and "¶ substitute" in titles[1] and "¶" not in titles[0]
+    empty = agg.study_tables(tmp_path / "none", "zeroshot")[2]
+    assert report.format_zeroshot_table(empty)[0].empty and plots.zeroshot_plot(agg.study_tables(
+        tmp_path / "none", "zeroshot")[1]) is None
+    assert findings.zeroshot_findings(empty).startswith("**Findings.** No zero-shot results")

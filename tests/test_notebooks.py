@@ -24,12 +24,13 @@ from test_analysis_synthetic import make_results
 from raft.analysis import notebook
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["pretraining", "glue", "squad", "param_efficient", "shapes"]
+NOTEBOOKS = ["pretraining", "glue", "squad", "param_efficient", "shapes", "zeroshot"]
 FIGURES = {
     "pretraining": ["curves", "raf_evolution"],
     "glue": ["scores", "delta"],
     "squad": ["em", "f1", "delta"],
     "param_efficient": ["scores", "delta"],
+    "zeroshot": ["scores"],
     "shapes": ["pretrained", "finetuned_cola", "finetuned_mrpc", "finetuned_mnli", "tasks_n100",
                "tasks_nfull", "movement"],
 }
@@ -75,7 +76,7 @@ def _render_all(cwd: Path, out_dir: Path) -> dict[str, tuple[Path, Path]]:
 def rendered(tmp_path_factory):
     _ensure_kernel()
     root = tmp_path_factory.mktemp("nb")
-    make_results(root / "results", layers=3, constant_tasks=("cola",))  # CoLA N=100: constant predictions
+    make_results(root / "results", layers=3, constant_tasks=("cola",), zeroshot=True)  # CoLA N=100: constant predictions
     first = _render_all(root, root / "render1")
     figures = {p.relative_to(root): p.read_bytes() for p in sorted((root / "results/figures").rglob("*.png"))}
     first_bytes = {n: (a.read_bytes(), b.read_bytes()) for n, (a, b) in first.items()}

@@ -100,7 +100,7 @@ BAD = {
                             "exceeds the pretrained model's 128 position embeddings"),
     "stride_vs_window": ({"squad.full_data.doc_stride": {"default": 128, "raft": 320}},
                          "squad.full_data.doc_stride.raft", "must be smaller than the context part"),
-    "n_vs_pool": ({"glue.tasks": ["rte", "wnli"]}, "glue.low_data.sizes",
+    "n_vs_pool": ({"glue.tasks": ["rte", "wnli"], "zeroshot.snli": False}, "glue.low_data.sizes",
                   "1000 is larger than the wnli train pool (476 examples)"),
     "efficient_n_vs_pool": ({"glue.efficient.tasks": ["wnli"], "glue.efficient.sizes": [500]},
                             "glue.efficient.sizes", "larger than the wnli train pool"),
@@ -154,3 +154,38 @@ def test_rules_are_the_commands_rules():
 
 def test_schema_file_parses():
     assert yaml.safe_load(SCHEMA.read_text())["properties"]["squad"]["properties"]["max_seq_length"]["default"] == 384
+
+
+def test_fine_tuning_families_of_the_paper(paper):
+    """Low-data runs batched per (task, variant, N) over their seeds; full-data runs one job per
+    seed; MNLI and SQuAD full-data runs (zero-shot sources) keep their weights."""
+    families = {f["name"]: f for f in study.finetune_families(paper)}
+    assert sorted(families) == ["finetune_glue", "finetune_glue_efficient", "finetune_glue_full",
+                                "finetune_glue_full_kept", "finetune_squad", "finetune_squad_full_kept"]
+    assert families["finetune_glue"]["seeds"] == paper["glue"]["low_data"]["seeds"]
+    assert "seeds" not in families["finetune_glue_full"] and families["finetune_glue_full"]["n"] == "full"
+    assert families["finetune_glue_full_kept"]["tasks"] == ["mnli"] and families["finetune_glue_full_kept"]["keep"]
+    assert "mnli" not in families["finetune_glue_full"]["tasks"]
+    off = config_of(PAPER, **{"zeroshot.snli": False, "zeroshot.triviaqa": False})
+    assert not any(f.get("keep") for f in study.finetune_families(off))
+
+
+def test_zeroshot_needs_its_source_runs():
+    with pytest.raises(ConfigError, match=r"'zeroshot.snli': true, but mnli is not in glue.tasks"):
+        study.check_zeroshot(config_of(PAPER, **{"glue.tasks": ["rte"]}))
+    with pytest.raises(ConfigError, match=r"'zeroshot.triviaqa': true, but squad.full_data.seeds is empty"):
+        study.check_zeroshot(config_of(PAPER, **{"squad.full_data.seeds": []}))
+
+
+def test_zeroshot_data_found_or_named(paper, tmp_path):
+    from test_data_zeroshot import write_snli_jsonl
+
+    write_snli_jsonl(tmp_path / "snli" / "snli_1.0_test.jsonl")
+    found, left_out = study.zeroshot_available(paper, tmp_path, reachable=lambda: False)
+    assert found == ["snli"] and len(left_out) == 1
+    assert left_out[0].startswith("zero-shot triviaqa (zeroshot.triviaqa: true) is left out (no local copy")
+    assert f"{tmp_path}/triviaqa/qa/verified-web-dev.json" in left_out[0] and "expected <data-dir>/triviaqa" in left_out[0]
+    found, left_out = study.zeroshot_available(paper, tmp_path, reachable=lambda: True)  # the Hub answers
+    assert found == ["snli", "triviaqa"] and not left_out
+    runs = study.zeroshot_runs(paper, found)
+    assert len(runs) == 2 * 2 * len(paper["glue"]["full_data"]["seeds"])

@@ -88,7 +88,8 @@ def expected_outputs(cfg: dict) -> list[str]:
     out = ["results/corpus/stats.json", "results/corpus/train", "results/corpus/tokenizer",
            "results/logs/prepare_corpus.log", "results/benchmarks/prepare_corpus.tsv"]
     for v in variants:
-        out += [f"results/pretrain/{v}/{f}" for f in ("model", "metrics.json", "log.csv", "rationals.jsonl")]
+        out += [f"results/pretrain/{v}/{f}" for f in ("model", "metrics.json", "log.csv", "rationals.jsonl",
+                                                       "preactivations.json")]
         out += [f"results/logs/pretrain/{v}.log", f"results/benchmarks/pretrain/{v}.tsv"]
 
     def settings(section):
@@ -98,9 +99,9 @@ def expected_outputs(cfg: dict) -> list[str]:
 
     for task in glue["tasks"]:
         for v in variants:
-            for n, s in settings(glue):
-                out += [f"results/glue/{task}/{v}/n{n}/seed{s}/metrics.json",
-                        f"results/logs/glue/{task}/{v}/n{n}/seed{s}.log"]
+            for n, s in settings(glue):  # a log per job: all seeds of a low-data N, one full-data seed
+                log = f"results/logs/glue/{task}/{v}/n{n}" + (f"/seed{s}.log" if n == "full" else ".log")
+                out += [f"results/glue/{task}/{v}/n{n}/seed{s}/metrics.json", log]
     eff = glue.get("efficient", {})
     for task in eff.get("tasks", []):
         for v in variants:
@@ -112,7 +113,7 @@ def expected_outputs(cfg: dict) -> list[str]:
             out.append(f"results/squad/{v}/n{n}/seed{s}/metrics.json")
     out += [f"results/tables/{t}.csv" for t in
             ("pretrain", "glue", "glue_summary", "squad", "squad_summary", "glue_efficient",
-             "glue_efficient_summary")]
+             "glue_efficient_summary", "zeroshot", "zeroshot_summary")]
     notebooks = ["pretraining", "glue"]
     if settings(squad):
         notebooks.append("squad")
@@ -145,8 +146,10 @@ def test_dry_run_quick_default(tmp_path):
     assert counts["prepare_corpus"] == 1
     assert counts["pretrain"] == 2
     eff = cfg["glue"]["efficient"]
-    efficient = len(eff["tasks"]) * 2 * len(eff["sizes"]) * len(eff["seeds"])
-    assert counts["finetune_glue"] == len(tasks) * 2 * len(seeds) * len(cfg["glue"]["low_data"]["sizes"]) + efficient
+    # low-data runs: one job per (task, variant, N) runs all seeds
+    assert counts["finetune_glue_efficient"] == len(eff["tasks"]) * 2 * len(eff["sizes"])
+    assert counts["finetune_glue"] == len(tasks) * 2 * len(cfg["glue"]["low_data"]["sizes"])
+    assert len(seeds) > 1 and f"--seed {' '.join(map(str, seeds))} " in proc.stdout
     assert counts["aggregate"] == 1
     assert counts["run_notebook"] == counts["render_notebook"] >= 4
     assert "finetune_squad" in counts
@@ -164,8 +167,8 @@ def test_dry_run_smoke_overlay(tmp_path):
     assert job_counts(alone.stdout) == job_counts(spelled.stdout)
     cfg = merged_config(CONFIG / "smoke.yaml")
     counts = job_counts(alone.stdout)
-    efficient = len(cfg["glue"]["efficient"]["tasks"]) * 2 * len(cfg["glue"]["efficient"]["seeds"])
-    assert counts["finetune_glue"] == len(cfg["glue"]["tasks"]) * 2 * len(cfg["glue"]["low_data"]["seeds"]) + efficient
+    assert counts["finetune_glue_efficient"] == len(cfg["glue"]["efficient"]["tasks"]) * 2
+    assert counts["finetune_glue"] == len(cfg["glue"]["tasks"]) * 2 * len(cfg["glue"]["low_data"]["sizes"])
     # the same DAG as the quick study: every rule is there
     quick = job_counts(dry_run(tmp_path).stdout)
     assert set(counts) == set(quick)
@@ -181,11 +184,15 @@ def test_dry_run_paper_is_fast_and_complete(tmp_path):
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, output_of(proc)
     counts = job_counts(proc.stdout)
-    # glue: 8 tasks x 2 variants x (3 sizes x 10 seeds + 6 full-data seeds); glue_efficient:
-    # 8 tasks x 2 variants x 10 seeds (one rule, the study a wildcard); squad: the same seeds
-    assert counts["finetune_glue"] == 8 * 2 * (3 * 10 + 6) + 8 * 2 * 10
-    assert counts["finetune_squad"] == 2 * (3 * 10 + 6)
-    assert sum(counts.values()) > 500
+    # glue: 8 tasks x 2 variants x 3 sizes, each job 10 seeds, + a job per full-data seed (6),
+    # MNLI's keeping its weights (zero-shot source); glue_efficient: 8 tasks x 2 variants x
+    # N=100, 10 seeds each; squad: the same seeds, full-data weights kept
+    assert counts["finetune_glue"] == 8 * 2 * 3
+    assert counts["finetune_glue_full"] == 7 * 2 * 6 and counts["finetune_glue_full_kept"] == 2 * 6
+    assert counts["finetune_glue_efficient"] == 8 * 2
+    assert counts["finetune_squad"] == 2 * 3 and counts["finetune_squad_full_kept"] == 2 * 6
+    assert "finetune_squad_full" not in counts
+    assert sum(counts.values()) > 150
     assert elapsed < 90, f"paper dry run took {elapsed:.0f} s"
     out = proc.stdout
     assert "results/glue/mnli/raft/nfull/seed49/metrics.json" in out
@@ -352,18 +359,25 @@ def test_slurm_profile(tmp_path):
     assert re.search(r"rule finetune_glue:(.|\n)*?resources: .*gpu=1", proc.stdout)
 
 
-def test_runtime_grows_with_attempt():
-    """Rules get runtime = config runtime x attempt (a retried job asks for more time)."""
+def test_runtime_grows_with_attempt(tmp_path):
+    """Rules get runtime = config runtime x attempt (a retried job asks for more time); a
+    batched fine-tuning job gets the per-run runtime times its seeds."""
     text = (REPO / "workflow/rules/common.smk").read_text()
     assert "base * attempt" in text
     for rule_file in ("pretrain.smk", "finetune.smk"):
-        assert 'runtime=runtime("' in (REPO / "workflow/rules" / rule_file).read_text()
+        assert "runtime=runtime(" in (REPO / "workflow/rules" / rule_file).read_text()
+    overlay = tmp_path / "runtime.yaml"
+    overlay.write_text("resources:\n  finetune_glue: {runtime: 7}\n")
+    proc = dry_run(tmp_path, "--configfile", CONFIG / "config.yaml", overlay)
+    assert proc.returncode == 0, output_of(proc)
+    seeds = len(merged_config()["glue"]["low_data"]["seeds"])
+    assert re.search(rf"rule finetune_glue:(.|\n)*?resources: .*runtime={7 * seeds}\b", proc.stdout)
 
 
 def test_every_rule_has_log_conda_and_resources():
     for path in (REPO / "workflow/rules").glob("*.smk"):
         text = path.read_text()
-        for block in re.split(r"\nrule ", text)[1:]:
+        for block in re.split(r"\n *rule[ :]", text)[1:]:
             name = block.split(":", 1)[0]
             for directive in ("log:", "conda:", "resources:", "threads:", "shell:"):
                 assert f"    {directive}" in block, f"rule {name} lacks {directive}"

@@ -149,3 +149,24 @@ def test_checkpoints_outside_outputs(smoke_run):
     for variant in ("bert", "raft"):
         ckpt = workdir / "results/checkpoints/pretrain" / variant
         assert ckpt.is_dir() and any(ckpt.iterdir()), ckpt
+
+
+def test_preactivation_histograms_recorded_and_drawn(smoke_run):
+    """`raft pretrain` records the FFN pre-activation histograms of both variants; the shapes
+    notebook reads them from the result files and shows their figure and table."""
+    workdir, _ = smoke_run
+    for variant in ("bert", "raft"):
+        m = read_json(workdir / f"results/pretrain/{variant}/metrics.json")
+        rec = read_json(workdir / f"results/pretrain/{variant}/preactivations.json")
+        tokens = m["data"]["validation_sequences"] * m["data"]["seq_len"]  # corpus sequences: no padding
+        assert rec["variant"] == variant and rec["split"] == "validation" and rec["sequences"] == m["data"]["validation_sequences"]
+        assert list(rec["layers"]) == [f"layer.{i}" for i in range(m["model"]["num_layers"])]
+        for layer in rec["layers"].values():
+            assert layer["tokens"] == tokens and layer["count"] == tokens * m["model"]["intermediate_size"]
+            assert sum(layer["counts"]) + layer["underflow"] + layer["overflow"] == layer["count"]
+            assert layer["activation"] == ("Rational" if variant == "raft" else "GELUActivation")
+    html = (workdir / "results/notebooks/shapes.html").read_text()
+    assert (workdir / "results/figures/shapes/inputs.png").is_file()
+    assert "Where the RAFs act (written automatically from the result files)" in html
+    assert "99 % of RAFT inputs (validation, after pretraining)</th>" in html
+    assert "99 % of BERT (GELU) inputs</th>" in html and "<td>layer 1</td>" in html

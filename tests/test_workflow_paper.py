@@ -20,7 +20,18 @@ TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
 
 
 def commands(text: str, command: str) -> list[str]:
-    return [ln.strip() for ln in text.splitlines() if f"raft {command} " in ln or f"raft.cli {command} " in ln]
+    """The shell commands of a `raft <command>`; a batched fine-tuning job (``--seed A B C`` and
+    an ``--output`` pattern with ``{seed}``) counts as one line per run, as if run alone."""
+    lines = [ln.strip() for ln in text.splitlines() if f"raft {command} " in ln or f"raft.cli {command} " in ln]
+    runs = []
+    for line in lines:
+        m = re.search(r"--seed ((?:\d+ ?)+)", line)
+        if m is None or "{seed}" not in line:
+            runs.append(line)
+            continue
+        for seed in m[1].split():
+            runs.append(line.replace(m[0], f"--seed {seed} ").replace("{seed}", seed))
+    return runs
 
 
 def the(lines: list[str], *words: str) -> str:
@@ -90,7 +101,7 @@ DAG_ERRORS = {
     "stride_vs_window": ("squad:\n  full_data:\n    doc_stride: {bert: 128, raft: 400}\n",
                          "'squad.full_data.doc_stride.raft': 400 must be smaller than the context part",
                          "(job: squad squad raft n=full)"),
-    "n_vs_pool": ("glue:\n  tasks: [rte, wnli]\n",
+    "n_vs_pool": ("glue:\n  tasks: [rte, wnli]\nzeroshot:\n  snli: false\n",
                   "'glue.low_data.sizes': 1000 is larger than the wnli train pool (476 examples)",
                   "(job: glue wnli bert n=1000)"),
 }

@@ -6,6 +6,8 @@ Reads only the result files fixed in docs/architecture.md ("Result files"):
 - ``results/glue/{task}/{variant}/n{N}/seed{seed}/metrics.json``
 - ``results/glue_efficient/**/metrics.json`` (modes raf_head / bias_head)
 - ``results/squad/{variant}/n{N}/seed{seed}/metrics.json``
+- ``results/zeroshot/{target}/{variant}/seed{seed}/metrics.json`` (`raft zeroshot`: an MNLI model
+  on SNLI, a SQuAD model on TriviaQA; the target is the table's ``task``)
 
 and writes, in ``--output`` (default ``<results>/tables``):
 
@@ -15,7 +17,12 @@ and writes, in ``--output`` (default ``<results>/tables``):
 - ``glue_summary.csv``, ``squad_summary.csv``, ``glue_efficient_summary.csv``: one row per
   task x eval set x metric x N (plus the GLUE average): mean / std / number of seeds of each
   variant, and the paired comparison Δ = raft - bert with bootstrap CI, p-values and verdict
-  (columns ``SUMMARY_COLUMNS``).
+  (columns ``SUMMARY_COLUMNS``);
+- ``zeroshot.csv`` / ``zeroshot_summary.csv``: the same two shapes for the zero-shot transfer
+  (``task`` = the target, snli / triviaqa), each followed by ``ZEROSHOT_COLUMNS``:
+  ``source_task`` (mnli / squad) and ``substitute`` (true when the run, or for a summary row some
+  run of the row, scored the Hub's rc.web TriviaQA dev set instead of the verified web dev set:
+  metrics.json ``substitute``). Written with these headers also when there are no zero-shot runs.
 
 Constant classifiers: a GLUE run's metrics.json records, outside ``test``,
 ``distinct_predictions`` ({eval set: how many labels the predictions used}; a count, never a
@@ -52,7 +59,8 @@ FLOAT_FORMAT = "%.6g"
 
 GLUE_TASKS = list(TASK_INFO)
 TASK_LABELS = {**{name: info.label for name, info in TASK_INFO.items()},
-               "squad": "SQuAD v1.1", "average": "GLUE average"}
+               "squad": "SQuAD v1.1", "average": "GLUE average",
+               "snli": "SNLI", "triviaqa": "TriviaQA"}
 EVAL_SET_ORDER = ["test", "matched", "mismatched", "validation", "all"]
 VARIANTS = ["bert", "raft"]
 VARIANT_LABELS = {"bert": "BERT (FAFT)", "raft": "RAFT"}
@@ -71,7 +79,7 @@ METRIC_ORDER = ["MCC", "EM", "acc", "F1", "Pearson", "Spearman", "score"]
 # the metrics the paper reports per task (by paper name)
 PAPER_METRICS = {
     "cola": ["MCC"], "stsb": ["Pearson", "Spearman"], "mrpc": ["acc", "F1"],
-    "qqp": ["acc", "F1"], "squad": ["EM", "F1"],
+    "qqp": ["acc", "F1"], "squad": ["EM", "F1"], "triviaqa": ["EM", "F1"],
 }
 DEFAULT_PAPER_METRICS = ["acc"]
 
@@ -80,7 +88,10 @@ STUDIES = {
     "glue": ("glue", "glue.csv", "glue_summary.csv", True),
     "squad": ("squad", "squad.csv", "squad_summary.csv", False),
     "glue_efficient": ("glue_efficient", "glue_efficient.csv", "glue_efficient_summary.csv", True),
+    "zeroshot": ("zeroshot", "zeroshot.csv", "zeroshot_summary.csv", False),
 }
+# run-level columns of the zero-shot tables, after LONG_COLUMNS / SUMMARY_COLUMNS (see the docstring)
+ZEROSHOT_COLUMNS = ["source_task", "substitute"]
 
 PRETRAIN_COLUMNS = [
     "variant", "seed", "steps", "tokens_seen", "eval_loss", "perplexity", "wall_time_s",
@@ -270,8 +281,10 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
     """One row per fine-tuning run of a study (columns ``RUN_COLUMNS`` + ``test``, a dict
     eval_set -> {metric: value}, ``rationals`` and ``hyperparameters``, the run's
     metrics.json block as a dict). ``constant_predictions`` is True / False, or None when
-    the file does not record it (`constant_flag`). Empty frame if nothing exists."""
+    the file does not record it (`constant_flag`). Zero-shot runs (study "zeroshot") have their
+    ``target`` as ``task`` and the ``ZEROSHOT_COLUMNS`` too. Empty frame if nothing exists."""
     results = Path(results)
+    extra = ZEROSHOT_COLUMNS if study == "zeroshot" else []
     rows = []
     for path in _metric_files(results, study):
         m = _read_json(path)
@@ -286,7 +299,7 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
         test = test if isinstance(test, dict) else {}
         hp = m.get("hyperparameters")
         rows.append({
-            "task": str(m.get("task", fb.get("task", "squad" if study == "squad" else ""))),
+            "task": str(m.get("task", m.get("target", fb.get("task", "squad" if study == "squad" else "")))),
             "variant": str(m.get("variant", fb.get("variant", ""))),
             "mode": str(m.get("mode") or "full"),
             "n": _norm_n(m.get("n", fb.get("n"))),
@@ -305,8 +318,10 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
             "test": test,
             "rationals": m.get("rationals") or {},
             "hyperparameters": hp if isinstance(hp, dict) else {},
+            "source_task": str(m.get("source_task", "")),
+            "substitute": bool(m.get("substitute", False)),
         })
-    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "test", "rationals", "hyperparameters"])
+    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *extra, "test", "rationals", "hyperparameters"])
     return _sort(df, ["task", "n", "variant", "mode", "seed"])
 
 
@@ -494,6 +509,39 @@ def _average_rows(long: pd.DataFrame) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------ one study's tables
+def study_tables(results: str | os.PathLike, study: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, long, summary) of one study from its result files; the zero-shot tables get the
+    ``ZEROSHOT_COLUMNS`` (`zeroshot_columns`)."""
+    runs = load_runs(results, study)
+    long = long_table(runs)
+    summary = summary_table(long, average=STUDIES[study][3])
+    if study == "zeroshot":
+        long, summary = zeroshot_columns(runs, long, summary)
+    return runs, long, summary
+
+
+def zeroshot_columns(runs: pd.DataFrame, long: pd.DataFrame,
+                     summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``source_task`` and ``substitute`` after ``LONG_COLUMNS`` / ``SUMMARY_COLUMNS`` (before
+    the optional columns): per run in the long table; per summary row, the row's task x N (its
+    source tasks joined, substitute when any of its runs is)."""
+    by_file = runs.set_index("source_file") if len(runs) else None
+    long = long.copy()
+    for c in ZEROSHOT_COLUMNS:
+        long[c] = long["source_file"].map(by_file[c]) if by_file is not None else pd.Series(dtype=object)
+    groups = dict(list(long.groupby(["task", "n"], sort=False))) if len(long) else {}
+    summary = summary.copy()
+    keys = list(zip(summary["task"], summary["n"]))
+    summary["source_task"] = [_join_unique(groups[k]["source_task"]) for k in keys]
+    summary["substitute"] = [bool(groups[k]["substitute"].astype(bool).any()) for k in keys]
+
+    def order(df, base, optional):
+        return df[base + ZEROSHOT_COLUMNS + [c for c in optional if c in df.columns]]
+
+    return order(long, LONG_COLUMNS, LONG_OPTIONAL_COLUMNS), order(summary, SUMMARY_COLUMNS, SUMMARY_OPTIONAL_COLUMNS)
+
+
 # ------------------------------------------------------------------ pretraining
 def load_pretrain(results: str | os.PathLike = "results") -> pd.DataFrame:
     results = Path(results)
@@ -631,10 +679,10 @@ def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike 
     # read every result file before writing anything: a broken one (ResultFileError) leaves
     # no partial set of tables behind
     tables: dict[str, tuple[Path, pd.DataFrame]] = {"pretrain": (output / "pretrain.csv", load_pretrain(results))}
-    for study, (_, long_name, summary_name, average) in STUDIES.items():
-        long = long_table(load_runs(results, study))
+    for study, (_, long_name, summary_name, _) in STUDIES.items():
+        _, long, summary = study_tables(results, study)
         tables[study] = (output / long_name, long)
-        tables[f"{study}_summary"] = (output / summary_name, summary_table(long, average=average))
+        tables[f"{study}_summary"] = (output / summary_name, summary)
     written: dict[str, Path] = {}
     for name, (path, df) in tables.items():
         write_csv(df, path)

@@ -1,5 +1,6 @@
 """Auto-written findings for the result notebooks: the paragraphs that say what the result files
-show (per study, pretraining, RAF shapes, SQuAD fine-tuning windows, constant predictions).
+show (per study, pretraining, RAF shapes and where they act, SQuAD fine-tuning windows,
+constant predictions).
 
 They are built from the tables of ``raft.analysis.aggregate`` / ``report`` and written with
 ``report``'s number formats and data-quality marks; the notebooks call them as
@@ -13,7 +14,7 @@ import math
 import pandas as pd
 
 from raft.analysis import aggregate as agg
-from raft.analysis import shapes, stats
+from raft.analysis import preacts, shapes, stats
 from raft.analysis.report import (
     CONSTANT_MARK,
     CONSTANT_MEANING,
@@ -220,6 +221,48 @@ def shapes_findings(ours_closest: pd.DataFrame, published_closest: pd.DataFrame,
     return " ".join(parts)
 
 
+def _range_text(values, digits: int = 3) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return fmt(lo, digits) if lo == hi else f"{fmt(lo, digits)} to {fmt(hi, digits)}"
+
+
+def input_findings(table: pd.DataFrame) -> str:
+    """Where the RAFs act, from ``preacts.interval_table``: the intervals holding ``preacts.MASS`` of
+    the layers' inputs, the layers whose [-4, 4] plots reach beyond them, and how far this run's and
+    the published RAFs are from GELU there."""
+    pre = table.dropna(subset=["lo"]) if not table.empty else table
+    if pre.empty:
+        return ("**Where the RAFs act.** No pre-activation histograms after pretraining were found "
+                "(results/pretrain/raft/preactivations.json; runs written before it lack the file), so the "
+                "shapes cannot be related to the inputs the layers receive.")
+    label, pct = shapes.layer_label, f"{preacts.MASS * 100:g} %"
+    widest = pre.loc[(pre["hi"] - pre["lo"]).idxmax()]
+    parts = [(f"**Where the RAFs act (written automatically from the result files).** After pretraining, {pct} "
+              f"of each layer's validation inputs lie within [{fmt(pre['lo'].min())}, {fmt(pre['hi'].max())}] "
+              f"(widest: {label(widest['layer'])}, [{fmt(widest['lo'])}, {fmt(widest['hi'])}]).")]
+    beyond = [label(r.layer) for r in pre.itertuples(index=False) if r.lo > shapes.X_MIN or r.hi < shapes.X_MAX]
+    if beyond:
+        parts.append(f"For {len(beyond)} of {len(pre)} layers ({', '.join(beyond)}) part of [-4, 4] lies outside "
+                     "that interval: there the [-4, 4] plots show values the layer (almost) never computes.")
+    ours = pre.dropna(subset=["rms_from_gelu"])
+    if not ours.empty:
+        top = ours.loc[ours["rms_from_gelu"].idxmax()]
+        parts.append(f"On these intervals this run's RAFs differ from GELU by an input-weighted RMS of "
+                     f"{_range_text(ours['rms_from_gelu'])} (largest: {label(top['layer'])}, max |F − GELU| "
+                     f"{fmt(top['max_from_gelu'], 3)}).")
+    pub = pre.dropna(subset=["published_rms_from_gelu"])
+    if not pub.empty:
+        parts.append(f"The published RAFs, evaluated on the same inputs, differ by {_range_text(pub['published_rms_from_gelu'])} "
+                     f"(max |F − GELU| on [-4, 4]: {_range_text(pub['published_max_from_gelu_fixed'])}); they were "
+                     "trained on other data at another scale, so this compares shapes, not runs.")
+    ft = table.dropna(subset=["finetuned_lo"])
+    if not ft.empty:
+        parts.append(f"After fine-tuning (dev parts, mean over up to {int(ft['finetuned_runs'].max())} run(s) per "
+                     f"layer) the intervals reach [{fmt(ft['finetuned_lo'].min())}, {fmt(ft['finetuned_hi'].max())}] "
+                     f"and the input-weighted RMS from GELU is {_range_text(ft['finetuned_rms_from_gelu'])}.")
+    return " ".join(parts)
+
+
 # ------------------------------------------------------------------ SQuAD windows
 def _ns_text(ns) -> str:
     return "N = " + _and(sorted(ns, key=agg.n_key))
@@ -389,4 +432,48 @@ def squad_window_findings(table: pd.DataFrame) -> str:
     note = _pretrain_length_note(no_length, checked, bits)
     if note is not None:
         parts.append(note)
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------ zero-shot transfer
+ZEROSHOT_METRICS = {"snli": ["acc"], "triviaqa": ["EM", "F1"]}  # the metrics the paper's table reports
+
+
+def zeroshot_findings(summary: pd.DataFrame) -> str:
+    """A short paragraph on the zero-shot transfer: per target and N the headline comparison,
+    then the caveats (substitute test set, partial data, few seeds)."""
+    from raft.analysis.report import SUBSTITUTE_MARK, ZEROSHOT_DISPLAY, substitute_mark
+
+    if summary.empty:
+        return ("**Findings.** No zero-shot results were found under the results directory yet "
+                "(results/zeroshot/), so there is nothing to report.")
+    parts = [("**Findings (written automatically from the result files).** Fine-tuned models scored without "
+              "further training; Δ = RAFT − BERT, paired by seed; 95 % paired bootstrap CI.")]
+    few, partial = [], set()
+    for target, metrics in ZEROSHOT_METRICS.items():
+        scale = SCALE[ZEROSHOT_DISPLAY[target]]
+        unit = " (×100)" if scale == 100 else ""
+        d = summary[(summary["task"] == target) & summary["metric"].isin(metrics)]
+        for n in sorted(d["n"].unique(), key=agg.n_key):
+            rows = list(d[d["n"] == n].itertuples(index=False))
+            label = agg.TASK_LABELS[target] + marks(rows[0]) + substitute_mark(rows[0])
+            source = agg.TASK_LABELS.get(rows[0].source_task, rows[0].source_task)
+            bits = [_delta_sentence(r, scale, f"{r.metric}{unit}") for r in rows]
+            parts.append(f"**{label}** (models fine-tuned on {source}, N = {n}): " + "; ".join(bits) + ".")
+            paired = max(r.n_paired for r in rows)
+            if paired < FEW_SEEDS:
+                few.append(f"{agg.TASK_LABELS[target]}: {paired}")
+            if marks(rows[0]):
+                partial.add(agg.TASK_LABELS[target] + marks(rows[0]))
+    caveats = []
+    if summary["substitute"].astype(bool).any():
+        caveats.append(f"TriviaQA{SUBSTITUTE_MARK} was scored on the Hub's rc.web dev set, a substitute for the "
+                       "paper's verified web dev set: its numbers are not comparable with the paper's")
+    if partial:
+        caveats.append(f"{', '.join(sorted(partial))}: partial data (e.g. models fine-tuned on a local "
+                       "subset, or capped test sets; see the footnotes): not comparable with the paper's numbers")
+    if few:
+        caveats.append(f"few paired seeds ({'; '.join(few)}; fewer than {FEW_SEEDS}): the intervals are wide")
+    if caveats:
+        parts.append("**Caveats**: " + "; ".join(caveats) + ".")
     return "\n\n".join(parts)

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from raft.analysis import aggregate as agg  # noqa: E402
-from raft.analysis import report  # noqa: E402
+from raft.analysis import preacts, report  # noqa: E402
 from raft.analysis import shapes  # noqa: E402
 
 VARIANT_COLORS = {"bert": "#4c72b0", "raft": "#dd8452"}
@@ -135,6 +135,83 @@ def pretrained_shapes(ours: Mapping, published: Mapping, init: Mapping, x=None,
         ax.axhline(0, color="0.7", lw=0.5)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _legend_below(fig, *_unique_legend(axes), ncol=4)
+    return fig
+
+
+def _input_series(acts) -> list[tuple[str, str, str, str, dict]]:
+    """(label, short label, colour, line style, {layer: record}) of every recorded set of inputs:
+    RAFT and BERT after pretraining (validation), RAFT after fine-tuning (dev parts, pooled over runs)."""
+    def tokens(layers):
+        return max((r["tokens"] for k, r in layers.items() if k != preacts.POOLER), default=0)
+
+    series = []
+    for variant in ("raft", "bert"):
+        layers = acts.pretrain_layers(variant)
+        name = agg.VARIANT_LABELS.get(variant, variant)
+        if layers:
+            series.append((f"{name} inputs after pretraining (validation, {tokens(layers):,} tokens per FFN layer)",
+                           f"{name} inputs after pretraining", VARIANT_COLORS[variant], "-", layers))
+    layers, runs = acts.finetuned_layers("raft")
+    if layers:
+        series.append((f"RAFT inputs after fine-tuning (dev parts, {runs} run{'s' if runs != 1 else ''} pooled)",
+                       "RAFT inputs after fine-tuning", VARIANT_COLORS["raft"], "--", layers))
+    return series
+
+
+def _input_panel(top, bottom, name: str, ours: Mapping, published: Mapping, series, published_label: str) -> None:
+    """One layer: the curves over its inputs' range (top), their densities below (shared x); the
+    first series' 99 % interval shaded, every series' interval marked by dotted lines."""
+    recorded = [(label, short, color, ls, layers[name]) for label, short, color, ls, layers in series
+                if layers.get(name, {}).get("count")]
+    intervals = [preacts.mass_interval(rec) for *_, rec in recorded]
+    lo, hi = min(i[0] for i in intervals), max(i[1] for i in intervals)
+    pad = 0.08 * (hi - lo) or 0.5
+    x = np.linspace(lo - pad, hi + pad, 401)
+    top.plot(x, shapes.gelu(x), color="black", ls=":", lw=1, label="GELU")
+    if name in published:
+        top.plot(x, shapes.evaluate(published[name], x), color=PUBLISHED_COLOR, lw=1.3, label=published_label)
+    if name in ours:
+        top.plot(x, shapes.evaluate(ours[name], x), color=VARIANT_COLORS["raft"], lw=1.8,
+                 label="this reproduction (after pretraining)")
+    pct = f"{preacts.MASS * 100:g} %"
+    top.axvspan(*intervals[0], color=recorded[0][2], alpha=0.1, lw=0, label=f"{pct} of {recorded[0][1]}")
+    for (label, _, color, ls, rec), (a, b) in zip(recorded, intervals):
+        edges, density = preacts.bin_density(rec)
+        bottom.stairs(density, edges, color=color, ls=ls, lw=1.2, label=label)
+        for v in (a, b):
+            bottom.axvline(v, color=color, ls=":", lw=0.9)
+    top.set_xlim(x[0], x[-1])
+    top.set_title(shapes.layer_label(name))
+    top.axhline(0, color="0.7", lw=0.5)
+    top.tick_params(labelbottom=False)
+    bottom.tick_params(labelsize="x-small")
+    bottom.set_ylim(bottom=0)
+
+
+def input_shapes(ours: Mapping, published: Mapping, acts, published_label: str = "published"):
+    """Per layer with recorded inputs (`raft.analysis.preacts`): the RAFs and GELU over the range
+    of the layer's inputs, and below them (shared x) the density of those inputs (FFN
+    pre-activations); None when no inputs were recorded."""
+    series = _input_series(acts)
+    names = shapes.sorted_layers({k for *_, layers in series for k, r in layers.items() if r.get("count")})
+    if not names:
+        return None
+    ncols = min(5, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = plt.figure(figsize=(2.9 * ncols + 0.4, 3.4 * nrows + 1.0), layout="constrained")
+    outer = fig.add_gridspec(nrows, ncols)
+    axes = []
+    for k, name in enumerate(names):
+        inner = outer[k // ncols, k % ncols].subgridspec(2, 1, height_ratios=(3, 1.4), hspace=0.05)
+        top = fig.add_subplot(inner[0])
+        bottom = fig.add_subplot(inner[1], sharex=top)
+        _input_panel(top, bottom, name, ours, published, series, published_label)
+        if k % ncols == 0:
+            bottom.set_ylabel("density", fontsize="small")
+        axes += [top, bottom]
+    fig.suptitle(f"RAFs over the inputs they receive; below: density of the FFN pre-activations, "
+                 f"{preacts.MASS * 100:g} % interval marked")
+    fig.legend(*_unique_legend(axes), loc="outside lower center", ncol=2, frameon=False, fontsize="small")
     return fig
 
 
@@ -294,5 +371,39 @@ def delta_plot(summary: pd.DataFrame, metric="score", scale: float = 1.0, xlabel
         ax.set_ylim(-0.6, len(dn) - 0.4)
         ax.margins(x=0.12)
         ax.set(title=f"N = {n}", xlabel=xlabel)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ zero-shot transfer
+# target -> (headline metric, display scale, panel title)
+ZEROSHOT_HEADLINE = {"snli": ("acc", 100.0, "SNLI accuracy (×100), MNLI models"),
+                     "triviaqa": ("F1", 1.0, "TriviaQA F1, SQuAD models")}
+
+
+def zeroshot_plot(long: pd.DataFrame):
+    """One panel per zero-shot target: its headline metric per variant (bar: mean ± sd over seeds,
+    dots: seeds); "¶ substitute" in the title when some run scored a substitute test set. None
+    when there is nothing to draw."""
+    panels = [(t, spec) for t, spec in ZEROSHOT_HEADLINE.items()
+              if len(long) and ((long["task"] == t) & (long["metric"] == spec[0])).any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.4), squeeze=False)
+    palette = {agg.VARIANT_LABELS[v]: VARIANT_COLORS[v] for v in agg.VARIANTS}
+    for ax, (target, (metric, scale, title)) in zip(axes[0], panels):
+        d = long[(long["task"] == target) & (long["metric"] == metric)].copy()
+        d["value"] = d["value"] * scale
+        several_n = d["n"].nunique() > 1
+        d["label"] = [agg.VARIANT_LABELS.get(v, v) + (f"\nN = {n}" if several_n else "")
+                      for v, n in zip(d["variant"], d["n"])]
+        d["variant_label"] = d["variant"].map(lambda v: agg.VARIANT_LABELS.get(v, v))
+        order = list(dict.fromkeys(agg._sort(d, ["n", "variant"])["label"]))
+        sns.barplot(data=d, x="label", y="value", hue="variant_label", order=order, palette=palette, errorbar="sd",
+                    ax=ax, alpha=0.8, capsize=0.1, err_kws={"linewidth": 1}, legend=False)
+        sns.stripplot(data=d, x="label", y="value", order=order, color="black", size=3, jitter=False, ax=ax)
+        substitute = d["substitute"].astype(bool).any()
+        ax.set(title=title + (f"\n{report.SUBSTITUTE_MARK} substitute test set" if substitute else ""), xlabel="",
+               ylabel="")
     fig.tight_layout()
     return fig

@@ -514,3 +514,54 @@ def squad_windows_display(table: pd.DataFrame) -> pd.DataFrame:
     if not table["seeds_agree"].all():
         out["settings per seed"] = [("" if ok else s) for s, ok in zip(table["settings"], table["seeds_agree"])]
     return out
+
+
+# ------------------------------------------------------------------ zero-shot transfer
+SUBSTITUTE_MARK = "¶"  # scored on a stand-in for the paper's test set (metrics.json `substitute`)
+SUBSTITUTE_MEANING = ("scored on the Hub's TriviaQA rc.web dev set (every web dev question with every evidence "
+                      "document) because the verified web dev set the paper used was not available "
+                      "(metrics.json `substitute`): not comparable with the paper's number.")
+# each target is shown like the study of its fine-tuning task: SNLI accuracy x 100 (GLUE), TriviaQA EM/F1 (SQuAD)
+ZEROSHOT_DISPLAY = {"snli": "glue", "triviaqa": "squad"}
+
+
+def load_zeroshot(results_dir):
+    """(runs, long, summary) of the zero-shot transfer (`aggregate.study_tables`: with
+    ``source_task`` and ``substitute``)."""
+    return agg.study_tables(results_dir, "zeroshot")
+
+
+def substitute_mark(row) -> str:
+    return SUBSTITUTE_MARK if bool(getattr(row, "substitute", False)) else ""
+
+
+def format_zeroshot_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One string table over the targets and N (`format_table` per target, with its source
+    study's scale and metrics), a "fine-tuned on" column, and ¶ on substitute rows; footnotes."""
+    tables, foot = [], []
+    for target, study in ZEROSHOT_DISPLAY.items():
+        d = summary[summary["task"] == target]
+        for n in sorted(d["n"].unique(), key=agg.n_key):
+            table, notes = format_table(d, n, study)
+            rows = display_rows(d, n, study)
+            table["task"] = [t + substitute_mark(r) for t, r in zip(table["task"], rows.itertuples(index=False))]
+            table.insert(1, "fine-tuned on", [agg.TASK_LABELS.get(s, s) for s in rows["source_task"]])
+            table.insert(2, "N", str(n))
+            tables.append(table)
+            foot += [x for x in notes if x not in foot]
+    if summary["substitute"].astype(bool).any():
+        foot.insert(0, f"{SUBSTITUTE_MARK} {SUBSTITUTE_MEANING}")
+    table = pd.concat(tables, ignore_index=True).fillna("") if tables else pd.DataFrame()
+    return table, ["SNLI accuracy × 100; TriviaQA EM / F1 in percent (official SQuAD v1.1 normalisation)."] + foot
+
+
+def show_zeroshot(summary: pd.DataFrame):
+    """Display the zero-shot table and its footnotes (a line saying so when there are no runs)."""
+    from IPython.display import HTML, Markdown, display
+
+    if summary.empty:
+        display(Markdown("_No zero-shot results found (results/zeroshot/)._"))
+        return
+    table, foot = format_zeroshot_table(summary)
+    display(HTML(html_table(table)))
+    display(Markdown("\n".join(f"- {f}" for f in foot)))

@@ -422,9 +422,12 @@ def split_sizes(task: str, data_dir: str | os.PathLike | None = None) -> dict:
     return {"pool": k, "dev_part": n - k, "source": source}
 
 
-def tokenize(dataset, tokenizer, max_length: int = 128, padding: bool | str = False, num_proc: int | None = None):
+def tokenize(dataset, tokenizer, max_length: int = 128, padding: bool | str = False, num_proc: int | None = None,
+             cache_file_name: str | None = None):
     """Tokenize a uniform GLUE Dataset (text_a / text_b) -> input_ids, token_type_ids,
-    attention_mask; keeps ``label`` and ``idx``, drops the texts (truncation to max_length)."""
+    attention_mask; keeps ``label`` and ``idx``, drops the texts (truncation to max_length).
+    ``cache_file_name``: the Arrow file datasets writes the result to, or loads it from when
+    it exists (`raft.train.token_cache`)."""
 
     def fn(batch):
         if all(b is None for b in batch["text_b"]):
@@ -435,4 +438,4 @@ def tokenize(dataset, tokenizer, max_length: int = 128, padding: bool | str = Fa
         return dict(enc)
 
     return dataset.map(fn, batched=True, remove_columns=["text_a", "text_b"], num_proc=num_proc,
-                       desc="tokenizing")
+                       desc="tokenizing", cache_file_name=cache_file_name)

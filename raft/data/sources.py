@@ -92,6 +92,21 @@ def hub_offline() -> bool:
     )
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False when the Hub is disabled (`hub_offline`) or its host does not answer a TCP connect."""
+    import socket
+    from urllib.parse import urlparse
+
+    if hub_offline():
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_hub_dataset(path: str, name: str | None = None, *, why: str = "", **kwargs: Any):
     """``datasets.load_dataset(path, name, **kwargs)`` with a clear error when it fails.
 

@@ -458,18 +458,20 @@ def prepare_eval_features(examples, tokenizer, max_seq_length: int = 384, doc_st
     return enc
 
 
-def tokenize_train(dataset, tokenizer, num_proc: int | None = None, **kwargs):
+def tokenize_train(dataset, tokenizer, num_proc: int | None = None, cache_file_name: str | None = None,
+                   **kwargs):
     """``dataset.map(prepare_train_features)`` dropping the example columns."""
     return dataset.map(prepare_train_features, batched=True, remove_columns=dataset.column_names,
                        fn_kwargs={"tokenizer": tokenizer, **kwargs}, num_proc=num_proc,
-                       desc="SQuAD train features")
+                       desc="SQuAD train features", cache_file_name=cache_file_name)
 
 
-def tokenize_eval(dataset, tokenizer, num_proc: int | None = None, **kwargs):
+def tokenize_eval(dataset, tokenizer, num_proc: int | None = None, cache_file_name: str | None = None,
+                   **kwargs):
     """``dataset.map(prepare_eval_features)`` dropping the example columns."""
     return dataset.map(prepare_eval_features, batched=True, remove_columns=dataset.column_names,
                        fn_kwargs={"tokenizer": tokenizer, **kwargs}, num_proc=num_proc,
-                       desc="SQuAD eval features")
+                       desc="SQuAD eval features", cache_file_name=cache_file_name)
 
 
 def postprocess_predictions(examples, features, start_logits, end_logits, n_best: int = 20,

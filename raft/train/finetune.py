@@ -1,21 +1,33 @@
-"""One fine-tuning run: the skeleton shared by `raft finetune-glue` and `raft finetune-squad`.
+"""Fine-tuning runs: the skeleton shared by `raft finetune-glue` and `raft finetune-squad`.
 
-`run(settings, job, adapter)` does, in this order:
+One process runs one or more runs of one task with one pretrained model: the product of
+``--n`` and ``--seed`` values (the workflow gives it every seed of a (task, variant, N)). What
+the runs share is paid once (`raft.train.finetune_setup.Session`): imports, the checked
+settings, device and precision (`raft.train.runtime`), the tokenizer, the pretrained weights in
+memory, the task's data, and the tokenized parts that are not a seed's draw -- the test sets,
+and the train pool / dev part when a run uses them whole (`raft.train.token_cache`, also kept
+on disk with ``--cache-dir``).
 
-  prepare  check the settings; the output path; device and precision (`raft.train.runtime`);
-           seed, the pretrained model with the task's head, its tokenizer, the mode;
-           max_seq_length against the model's position embeddings
-  data     load (the adapter) and draw the run's sample (`raft.data.split.draw`)
-  encode   (the adapter)
+`run(settings, jobs, adapter)` does, per run (`run_one`):
+
+  model    seed; the model with the task's head from a fresh copy of the weights; the mode;
+           ``--compile``
+  data     the run's sample of the loaded data (`raft.data.split.draw`), encoded (the adapter)
   train    AdamW + schedule, a dev evaluation (the adapter) after every epoch, early stopping,
            the best epoch restored (`raft.train.loop`)
   test     every test set once (the adapter), then ``--save-model``
   record   metrics.json (docs/architecture.md), built in one place (`record`) from the run's
-           state and written atomically
+           state and written atomically as soon as the run ends
+
+A run is the same whether it runs alone or among others (same seed, same numbers). A crash
+loses at most the run in progress: each record names its request (``request_sha1``: settings,
+task, N, seed, mode, data, pretrained weights), and a run whose ``--output`` -- or whose copy
+in ``--runs-dir`` (the workflow keeps one there, since Snakemake deletes a failed job's
+outputs) -- already holds that request is not run again.
 
 ``settings`` is a `raft.settings.Finetune` (SQuAD: `SquadFinetune`): every hyperparameter of
-the run, written as the record's ``hyperparameters`` (plus derived values). ``job`` says which
-run (`Job`: the run-level flags); ``adapter`` is the task (`Adapter`; GLUE and SQuAD have one
+the run, written as the record's ``hyperparameters`` (plus derived values). ``jobs`` say which
+runs (`Job`: the run-level flags); ``adapter`` is the task (`Adapter`; GLUE and SQuAD have one
 each, in `raft.train.finetune_glue` / `finetune_squad`). Problems found before training are
 `raft.train.runtime.UsageError` (``<prog>: error: ...``, exit code 2).
 """
@@ -24,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import itertools
 import logging
 import platform
 import sys
@@ -35,19 +47,17 @@ from typing import Any
 
 import torch
 
-from raft import checks
 from raft import settings as settings_
 from raft.data import split
 from raft.train import runtime
+from raft.train.finetune_setup import Session, check_output_path, open_session, request_sha1, reuse
 from raft.train.loop import FitResult, train_with_settings
+from raft.train.preacts import FINETUNE_KEY, finetune_preactivations
 from raft.train.runtime import UsageError
+from raft.train.token_cache import ids_sha1
 
 log = logging.getLogger("raft.finetune")
 
-# value rules argparse cannot express, by field name (a field not named here is not checked)
-POSITIVE = ("epochs", "patience", "batch_size", "eval_batch_size", "max_seq_length", "max_test_examples")
-NON_NEGATIVE = ("lr", "rational_lr", "weight_decay", "rational_weight_decay", "max_grad_norm", "adam_eps")
-OPTIONAL = ("max_test_examples",)  # None: off
 
 
 # ------------------------------------------------------------------------------ the run's description
@@ -65,10 +75,24 @@ class Job:
     save_model: str | None = None  # also save the fine-tuned model here
     device: str | None = None  # None: CUDA when present, else the CPU
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, task: str) -> Job:
-        return cls(pretrained=args.pretrained, task=task, n=args.n, seed=args.seed, output=args.output,
-                   mode=args.mode, data_dir=args.data_dir, save_model=args.save_model, device=args.device)
+
+def jobs_from_args(args: argparse.Namespace, task: str) -> list[Job]:
+    """One `Job` per (N, seed) of ``--n`` x ``--seed``; with several, ``--output`` (and
+    ``--save-model``) must hold the ``{n}`` / ``{seed}`` placeholders that tell them apart."""
+    ns, seeds = list(dict.fromkeys(args.n)), list(dict.fromkeys(args.seed))
+    for flag, pattern in (("--output", args.output), ("--save-model", args.save_model)):
+        for name, values in (("n", ns), ("seed", seeds)):
+            if pattern is not None and len(values) > 1 and "{%s}" % name not in pattern:
+                raise UsageError(f"{flag} {pattern!r} needs a {{{name}}} placeholder: several "
+                                 f"values of --{name} ({' '.join(map(str, values))}) would share it")
+
+    def fill(pattern, n, seed):
+        return None if pattern is None else pattern.replace("{n}", str(n)).replace("{seed}", str(seed))
+
+    return [Job(pretrained=args.pretrained, task=task, n=n, seed=seed, output=fill(args.output, n, seed),
+                mode=args.mode, data_dir=args.data_dir, save_model=fill(args.save_model, n, seed),
+                device=args.device)
+            for n, seed in itertools.product(ns, seeds)]
 
 
 @dataclass
@@ -101,7 +125,14 @@ class Adapter:
         """The task's data split as in the paper (`GlueData`, `SquadData`)."""
         raise NotImplementedError
 
-    def encode(self, sample: split.Sample, tokenizer, settings) -> Parts:
+    def encoding(self, settings) -> dict:
+        """The settings that shape the encoded parts (a tokenized-data cache key)."""
+        return {"max_seq_length": settings.max_seq_length}
+
+    def encode(self, sample: split.Sample, tokenizer, settings, shared) -> Parts:
+        """The run's parts; each goes through ``shared(name, dataset, build)`` ("train", "dev",
+        "test-<name>"), which returns ``build(dataset, cache_file_name)`` -- once per process and
+        study for a part that is not a seed's draw (`Session.shared`)."""
         raise NotImplementedError
 
     def evaluate(self, model, part, rt: runtime.Runtime, settings, *, with_loss: bool = True) -> dict:
@@ -126,24 +157,34 @@ class Adapter:
 class Run:
     """The state of one run, filled in step by step; the record is built from it."""
 
-    settings: Any
+    session: Session
     job: Job
-    adapter: Adapter
-    output: Path
-    runtime: runtime.Runtime
+    request: str  # request_sha1
     t_start: float
+    index: tuple[int, int] = (1, 1)  # (this run, runs to do in the process)
     model: Any = None
     step_model: Any = None  # what runs training and evaluation steps: `model`, or torch.compile(model)
-    tokenizer: Any = None
     variant: str = "bert"
     mode_summary: dict = field(default_factory=dict)
-    data: Any = None
     sample: split.Sample | None = None
     parts: Parts | None = None
     fit: FitResult | None = None
     opt_info: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
+    preacts: dict = field(default_factory=dict)  # {"dev": FFN pre-activation histograms (raft.train.preacts)}
     timings: dict = field(default_factory=dict)
+
+    @property
+    def settings(self):
+        return self.session.settings
+
+    @property
+    def adapter(self) -> Adapter:
+        return self.session.adapter
+
+    @property
+    def data(self):
+        return self.session.data
 
     @contextlib.contextmanager
     def timed(self, name: str):
@@ -153,57 +194,75 @@ class Run:
 
     def evaluate(self, part, with_loss: bool = True) -> dict:
         model = self.model if self.step_model is None else self.step_model
-        return self.adapter.evaluate(model, part, self.runtime, self.settings, with_loss=with_loss)
+        return self.adapter.evaluate(model, part, self.session.runtime, self.settings, with_loss=with_loss)
 
 
 # ------------------------------------------------------------------------------ the skeleton
-def run(settings, job: Job, adapter: Adapter) -> int:
-    """One fine-tuning run -> ``job.output`` (metrics.json); returns 0."""
-    state = prepare(settings, job, adapter, t_start=time.perf_counter())
-    state.data = load_data(adapter, job.data_dir)
-    state.sample = draw(state.data, job, settings)
+def run(settings, jobs: list[Job], adapter: Adapter, *, cache_dir=None, runs_dir=None) -> int:
+    """The runs of ``jobs`` (one task, one pretrained model) -> each ``job.output``; returns 0.
+    Runs whose request is already recorded there (or in ``runs_dir``) are not run again."""
+    for job in jobs:
+        check_output_path(job.output)
+    session = open_session(settings, jobs[0], adapter, cache_dir)
+    todo = []
+    for job in jobs:
+        request = request_sha1(session, job)
+        if not reuse(job, request, runs_dir):
+            todo.append((job, request))
+    log.info("%s: %d of %d runs to do (setup %.1fs)", adapter.task, len(todo), len(jobs), session.setup_s)
+    for i, (job, request) in enumerate(todo, 1):
+        run_one(session, job, request, index=(i, len(todo)), runs_dir=runs_dir)
+    return 0
+
+
+def run_one(session: Session, job: Job, request: str, *, index=(1, 1), runs_dir=None) -> dict:
+    """One run -> ``job.output`` (and a copy in ``runs_dir``); returns the record."""
+    state = Run(session=session, job=job, request=request, t_start=time.perf_counter(), index=index)
+    adapter, settings = session.adapter, session.settings
+    with state.timed("load"):
+        build_model(state)
+    state.sample = draw(session.data, job, settings)
     with state.timed("tokenize"):
-        state.parts = adapter.encode(state.sample, state.tokenizer, settings)
-    log.info("%s %s n=%s seed=%d mode=%s: %s; %d trainable parameters; %s", state.variant, adapter.task, job.n,
-             job.seed, job.mode, adapter.describe(state.sample, state.parts),
-             state.mode_summary["trainable_parameters"], state.runtime.describe())
+        state.parts = adapter.encode(state.sample, session.tokenizer, settings, session.shared(state.sample))
+    log.info("run %d/%d: %s %s n=%s seed=%d mode=%s: %s; %d trainable parameters; %s", *index, state.variant,
+             adapter.task, job.n, job.seed, job.mode, adapter.describe(state.sample, state.parts),
+             state.mode_summary["trainable_parameters"], session.runtime.describe())
     with state.timed("train"):
         state.fit, state.opt_info = train_with_settings(
             state.model, state.parts.train, lambda: state.evaluate(state.parts.dev), settings,
-            runtime=state.runtime, seed=job.seed, metric_name=adapter.selection_metric.replace(" ", ""),
+            runtime=session.runtime, seed=job.seed, metric_name=adapter.selection_metric.replace(" ", ""),
             desc=f"{adapter.task} {state.variant} n={job.n} seed={job.seed}", step_model=state.step_model,
         )
     with state.timed("test"):  # the restored best epoch, every test set
         state.test = {name: state.evaluate(part, with_loss=False)["metrics"]
                       for name, part in state.parts.tests.items()}
+    with state.timed("preactivations"):  # where the FFN activations act, on the dev sample
+        dev = getattr(state.parts.dev, "encoded", state.parts.dev)  # SQuAD: the windows
+        state.preacts = {"dev": finetune_preactivations(state.model, dev, session.runtime, settings.eval_batch_size)}
     log.info("best epoch %d (dev %s %.4f); test %s", state.fit.best_epoch, adapter.selection_metric,
              state.fit.best_score, {k: {m: round(v, 4) for m, v in t.items()} for k, t in state.test.items()})
     if job.save_model:
-        save_model(state.model, state.tokenizer, job.save_model)
+        save_model(state.model, session.tokenizer, job.save_model)
     result = record(state)
-    runtime.write_json_atomic(state.output, result)
-    log.info("wrote %s (%.1fs)", state.output, result["wall_time_s"])
-    return 0
+    runtime.write_json_atomic(job.output, result)
+    if runs_dir:
+        runtime.write_json_atomic(Path(runs_dir) / f"{request}.json", result)
+    log.info("wrote %s (%.1fs)", job.output, result["wall_time_s"])
+    return result
 
 
-def prepare(settings, job: Job, adapter: Adapter, t_start: float) -> Run:
-    """Checked settings and output path, the runtime, and the model (head, tokenizer, mode);
-    every error is a `UsageError`, raised before any data work."""
-    check_values(settings)
-    adapter.check(settings)
-    output = check_output_path(job.output)
-    rt = runtime.Runtime.create(runtime.select_device(job.device), settings.precision)
-    state = Run(settings=settings, job=job, adapter=adapter, output=output, runtime=rt, t_start=t_start)
+def build_model(state: Run) -> None:
+    """Seed; the model with the task's head from a copy of the session's weights (the head is
+    initialised from the seed, as when loading from disk); the mode; ``--compile``."""
+    session, job = state.session, state.job
     runtime.seed_everything(job.seed)  # the new head's init follows the seed
-    state.model = load_model(job.pretrained, adapter.head, **adapter.config_overrides())
-    state.tokenizer = load_tokenizer(job.pretrained)
+    weights = {k: v.clone() for k, v in session.weights.items()}  # the model shares its storage
+    state.model = load_model(job.pretrained, session.adapter.head, state_dict=weights,
+                             **session.adapter.config_overrides())
     state.variant = getattr(state.model.config, "raft_variant", "bert")
-    state.model.to(rt.device)  # before apply_mode: bias_head's gradient masks live on the parameters' device
+    state.model.to(session.runtime.device)  # before apply_mode: bias_head's masks live on the parameters' device
     state.mode_summary = apply_mode(state.model, job, state.variant)
-    state.step_model = compile_model(state.model) if getattr(settings, "compile", False) else state.model
-    positions = int(getattr(state.model.config, "max_position_embeddings", settings.max_seq_length))
-    runtime.check(checks.check_max_seq_length, settings.max_seq_length, positions)
-    return state
+    state.step_model = compile_model(state.model) if getattr(state.settings, "compile", False) else state.model
 
 
 def compile_model(model):
@@ -212,15 +271,6 @@ def compile_model(model):
     shapes from the start instead of a recompilation per new shape. Saving and the record's
     RAF coefficients use the plain model (the compiled one shares its parameters)."""
     return torch.compile(model, dynamic=True)
-
-
-def load_data(adapter: Adapter, data_dir):
-    from raft.data.sources import DataSourceError
-
-    try:
-        return adapter.load(data_dir)
-    except (FileNotFoundError, DataSourceError, ValueError) as exc:
-        raise UsageError(f"cannot load {adapter.data_name}: {exc}") from exc
 
 
 def draw(data, job: Job, settings) -> split.Sample:
@@ -259,8 +309,9 @@ def record(state: Run) -> dict:
         "trainable_parameters": int(state.mode_summary["trainable_parameters"]),
         "hyperparameters": hyperparameters(state),
         "wall_time_s": round(time.perf_counter() - state.t_start, 3),
-        "device": state.runtime.describe(),
+        "device": state.session.runtime.describe(),
         "rationals": export_rationals(state.model),
+        FINETUNE_KEY: state.preacts,
         # provenance beyond the contract
         "epochs_run": fit.epochs_run,
         "stopped_early": fit.stopped_early,
@@ -268,7 +319,10 @@ def record(state: Run) -> dict:
         "dev_ids_sha1": ids_sha1(sample.dev[adapter.id_column]),
         **adapter.provenance(data),
         "mode_summary": state.mode_summary,
-        "timings_s": {k: round(v, 3) for k, v in state.timings.items()},
+        "timings_s": {k: round(v, 3) for k, v in {"setup": state.session.setup_s, **state.timings}.items()},
+        "request_sha1": state.request,
+        "process": {"run": state.index[0], "runs": state.index[1]},  # its place among the process's runs
+        "tokenized_cache": state.session.cache.take_events(),
         "versions": versions(),
     }
 
@@ -278,7 +332,7 @@ def hyperparameters(state: Run) -> dict:
     resolved one (fp32 / bf16 / fp16, never None or "auto")."""
     hp = settings_.as_record(state.settings)
     hp.update(
-        precision=state.runtime.precision,
+        precision=state.session.runtime.precision,
         schedule="linear",
         warmup_steps=state.opt_info["warmup_steps"],
         total_steps=state.opt_info["total_steps"],
@@ -286,15 +340,6 @@ def hyperparameters(state: Run) -> dict:
         pool_fraction=state.data.pool_fraction,
     )
     return hp
-
-
-def ids_sha1(ids) -> str:
-    """SHA-1 of a sequence of example ids (ints or strings), order included."""
-    h = hashlib.sha1()
-    for i in ids:
-        h.update(str(i).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -307,66 +352,14 @@ def versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------ checks and model
-def check_values(settings) -> None:
-    """Value rules argparse cannot express; a `UsageError` naming the flag and the value."""
-    cls = type(settings)
-    for name in POSITIVE:
-        value = getattr(settings, name)
-        if value is None and name in OPTIONAL:
-            continue
-        if value is None or value < 1:
-            raise UsageError(f"{settings_.flag(cls, name)} must be >= 1, got {value}")
-    if not 0.0 <= settings.warmup_ratio < 1.0:
-        raise UsageError(f"--warmup-ratio must be in [0, 1), got {settings.warmup_ratio}")
-    for name in NON_NEGATIVE:
-        if getattr(settings, name) < 0:
-            raise UsageError(f"{settings_.flag(cls, name)} must be >= 0, got {getattr(settings, name)}")
-
-
-def check_output_path(path) -> Path:
-    """The metrics.json path (its parent folders are created when it is written); refuses a directory."""
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"--output {str(path)!r} is a directory; give the metrics.json file path")
-    return path
-
-
-def load_model(path, head: str, **config_overrides):
-    """`raft.modeling.load_pretrained`, with its errors turned into `UsageError`."""
-    from safetensors import SafetensorError
-
+def load_model(path, head: str, state_dict: dict | None = None, **config_overrides):
+    """`raft.modeling.load_pretrained` (from ``state_dict`` when given), errors as `UsageError`."""
     from raft.modeling import load_pretrained
 
     try:
-        return load_pretrained(path, head, **config_overrides)
+        return load_pretrained(path, head, state_dict=state_dict, **config_overrides)
     except (FileNotFoundError, ValueError, OSError, TypeError) as exc:
         raise UsageError(f"--pretrained: {exc}") from exc
-    except SafetensorError as exc:  # a truncated / corrupt weights file; its message names no file
-        files = sorted(Path(path).glob("*.safetensors"))
-        where = str(files[0]) if len(files) == 1 else f"the *.safetensors files in {str(path)!r}"
-        raise UsageError(
-            f"--pretrained: cannot read the model weights {where}: {exc} (the file is truncated or "
-            "corrupt; copy it again or re-run `raft pretrain`)"
-        ) from exc
-
-
-def load_tokenizer(path):
-    """The tokenizer saved next to the pretrained model (`raft pretrain` saves one)."""
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        raise UsageError(
-            f"--pretrained: {str(path)!r} holds no tokenizer (tokenizer.json / vocab.txt); "
-            "`raft pretrain` saves it next to the model"
-        )
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # broken or unknown tokenizer files
-        raise UsageError(f"--pretrained: cannot load the tokenizer in {str(path)!r}: {exc}") from exc
-    if not getattr(tok, "is_fast", False):
-        raise UsageError(f"--pretrained: the tokenizer in {str(path)!r} is not a fast tokenizer")
-    return tok
 
 
 def apply_mode(model, job: Job, variant: str) -> dict:
@@ -396,15 +389,26 @@ def add_arguments(parser: argparse.ArgumentParser, settings_cls) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--pretrained", required=True, metavar="DIR",
                    help="pretrained model directory (the 'model' folder written by `raft pretrain`)")
-    g.add_argument("--n", required=True, type=split.n_arg, metavar="{INT,full}",
-                   help="training examples (and as many dev examples) drawn per seed, or 'full'")
-    g.add_argument("--seed", required=True, type=int, help="seed of the data sample, head init, dropout, order")
+    g.add_argument("--n", required=True, nargs="+", type=split.n_arg, metavar="{INT,full}",
+                   help="training examples (and as many dev examples) drawn per seed, or 'full'; several "
+                        "values: one run per (N, seed), all in this process")
+    g.add_argument("--seed", required=True, nargs="+", type=int,
+                   help="seed of the data sample, head init, dropout, order (several: one run each)")
     g.add_argument("--mode", default="full", choices=MODES, help="which parameters train (default: full)")
-    g.add_argument("--output", required=True, metavar="FILE", help="metrics.json path (parent folders are created)")
+    g.add_argument("--output", required=True, metavar="FILE",
+                   help="metrics.json path (parent folders are created); with several runs a pattern "
+                        "holding {n} and/or {seed}, e.g. out/n{n}/seed{seed}/metrics.json")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="local data root (default: $RAFT_DATA_DIR, else the Hugging Face Hub)")
     g.add_argument("--save-model", default=None, metavar="DIR",
-                   help="also save the fine-tuned model (best epoch) and tokenizer here (default: not kept)")
+                   help="also save the fine-tuned model (best epoch) and tokenizer here (default: not "
+                        "kept); a pattern like --output with several runs")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="keep tokenized test sets (and whole train/dev parts) here for the next process "
+                        "(default: this process only)")
+    g.add_argument("--runs-dir", default=None, metavar="DIR",
+                   help="also keep each finished run's record here; a run recorded there with the same "
+                        "request is not run again, its record is written to --output")
     g.add_argument("--num-threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--device", default=None, help=argparse.SUPPRESS)  # testing: force cpu / cuda:N
     settings_.add_flags(parser, settings_cls, "hyperparameters")
@@ -419,7 +423,8 @@ def command(prog: str, args: argparse.Namespace, settings_cls, make_adapter) -> 
         settings = settings_.from_args(settings_cls, args)
         adapter = make_adapter(args)
         runtime.set_num_threads(args.num_threads)
-        return run(settings, Job.from_args(args, adapter.task), adapter)
+        return run(settings, jobs_from_args(args, adapter.task), adapter, cache_dir=args.cache_dir,
+                   runs_dir=args.runs_dir)
 
     return runtime.run_command(prog, go, args)
 

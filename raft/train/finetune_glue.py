@@ -61,11 +61,12 @@ def model_overrides(info) -> dict:
     }
 
 
-def encode(dataset, tokenizer, max_length: int, regression: bool) -> Encoded:
-    """Tokenize a uniform GLUE Dataset once (batched fast tokenizer) into unpadded ids + labels."""
+def encode(dataset, tokenizer, max_length: int, regression: bool, cache_file_name: str | None = None) -> Encoded:
+    """Tokenize a uniform GLUE Dataset once (batched fast tokenizer) into unpadded ids + labels
+    (``cache_file_name``: `raft.data.glue.tokenize`)."""
     from raft.data.glue import tokenize
 
-    enc = tokenize(dataset, tokenizer, max_length=max_length)
+    enc = tokenize(dataset, tokenizer, max_length=max_length, cache_file_name=cache_file_name)
     labels = np.asarray(enc["label"], dtype=np.float32 if regression else np.int64)
     types = enc["token_type_ids"] if "token_type_ids" in enc.column_names else None
     return Encoded(enc["input_ids"], types, pad_id=tokenizer.pad_token_id or 0, labels=labels)
@@ -96,11 +97,12 @@ class GlueAdapter(finetune.Adapter):
 
         return glue.load_glue(self.task, data_dir)
 
-    def encode(self, sample, tokenizer, settings) -> finetune.Parts:
-        def enc(ds) -> Encoded:
-            return encode(ds, tokenizer, settings.max_seq_length, self.info.is_regression)
+    def encode(self, sample, tokenizer, settings, shared) -> finetune.Parts:
+        def enc(ds, cache_file_name) -> Encoded:
+            return encode(ds, tokenizer, settings.max_seq_length, self.info.is_regression, cache_file_name)
 
-        parts = finetune.Parts(enc(sample.train), enc(sample.dev), {k: enc(v) for k, v in sample.tests.items()})
+        parts = finetune.Parts(shared("train", sample.train, enc), shared("dev", sample.dev, enc),
+                               {k: shared(f"test-{k}", v, enc) for k, v in sample.tests.items()})
         self._tests = dict(parts.tests)  # evaluate() knows a test set by identity
         self._distinct: dict[str, int | None] = {}
         return parts

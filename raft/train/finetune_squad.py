@@ -39,10 +39,10 @@ def main(args) -> int:
 class EvalPart:
     """One evaluation part: examples, their window features (unpadded) and the references."""
 
-    def __init__(self, examples, tokenizer, **feature_kwargs):
+    def __init__(self, examples, tokenizer, cache_file_name: str | None = None, **feature_kwargs):
         from raft.data.squad import references, tokenize_eval
 
-        feats = tokenize_eval(examples, tokenizer, padding=False, **feature_kwargs)
+        feats = tokenize_eval(examples, tokenizer, padding=False, cache_file_name=cache_file_name, **feature_kwargs)
         self.examples = {"id": list(examples["id"]), "context": list(examples["context"])}
         self.references = references(examples)
         self.meta = {"example_id": list(feats["example_id"]), "offset_mapping": list(feats["offset_mapping"])}
@@ -66,10 +66,10 @@ def stack_ragged(rows: list[np.ndarray], fill: float = float(np.finfo(np.float32
     return out
 
 
-def encode_train(examples, tokenizer, **feature_kwargs) -> Encoded:
+def encode_train(examples, tokenizer, cache_file_name: str | None = None, **feature_kwargs) -> Encoded:
     from raft.data.squad import tokenize_train
 
-    feats = tokenize_train(examples, tokenizer, padding=False, **feature_kwargs)
+    feats = tokenize_train(examples, tokenizer, padding=False, cache_file_name=cache_file_name, **feature_kwargs)
     types = feats["token_type_ids"] if "token_type_ids" in feats.column_names else None
     return Encoded(
         feats["input_ids"], types, pad_id=tokenizer.pad_token_id or 0,
@@ -108,10 +108,20 @@ class SquadAdapter(finetune.Adapter):
 
         return squad.load_squad(data_dir)
 
-    def encode(self, sample, tokenizer, settings) -> finetune.Parts:
+    def encoding(self, settings) -> dict:
+        return window(settings)
+
+    def encode(self, sample, tokenizer, settings, shared) -> finetune.Parts:
         kw = window(settings)
-        return finetune.Parts(encode_train(sample.train, tokenizer, **kw), EvalPart(sample.dev, tokenizer, **kw),
-                              {name: EvalPart(ds, tokenizer, **kw) for name, ds in sample.tests.items()})
+
+        def train(ds, cache_file_name):
+            return encode_train(ds, tokenizer, cache_file_name, **kw)
+
+        def evaluation(ds, cache_file_name):
+            return EvalPart(ds, tokenizer, cache_file_name, **kw)
+
+        return finetune.Parts(shared("train", sample.train, train), shared("dev", sample.dev, evaluation),
+                              {k: shared(f"test-{k}", v, evaluation) for k, v in sample.tests.items()})
 
     def evaluate(self, model, part: EvalPart, rt, settings, *, with_loss: bool = True) -> dict:
         from raft.data.metrics import squad_metrics

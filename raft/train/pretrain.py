@@ -39,15 +39,16 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
   (DDP over the sparse-loss wrapper; each process takes a contiguous slice of every global batch;
   the effective batch stays --batch-size via accumulation; only rank 0 writes files).
 
-Outputs in --output: model/ (RaftForMaskedLM + corpus tokenizer), log.csv, rationals.jsonl and,
-last, metrics.json (its presence means the run completed; the records: `pretrain_record`).
+Outputs in --output: model/ (RaftForMaskedLM + corpus tokenizer), log.csv, rationals.jsonl,
+preactivations.json (histograms of every FFN activation's inputs on the validation sequences,
+unmasked: `collect_preactivations`) and, last, metrics.json (its presence means the run completed; the records: `pretrain_record`).
 --checkpoint-dir holds checkpoints and progress.jsonl.
 
 This module holds the command, the setup, the loop and the evaluation. Code map: `run` (CLI
 namespace -> settings) -> `train`: `setup` (checks, runtime, data (`pretrain_data.load_data`),
 model, optimiser) -> `resume` (`pretrain_state`: checkpoint -> `TrainState`) -> `train_loop`
 (`train_step`, `log_and_eval`, `pretrain_state.save`) -> `write_outputs` (model/, then
-`pretrain_record`: log.csv, rationals.jsonl, metrics.json).
+`pretrain_record`: log.csv, rationals.jsonl, preactivations.json, metrics.json).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ from raft.train.pretrain_record import (
     _write_log,
     _write_snapshots,
     metrics_record,
+    write_preactivations,
     write_records,
 )
 from raft.train.pretrain_state import (
@@ -474,6 +476,20 @@ def evaluate(model, inputs, labels, attention_ids, pad_id, batch_size: int, rt: 
     return loss, math.exp(min(loss, 700.0))
 
 
+def collect_preactivations(run: Run) -> dict:
+    """Histograms of every FFN activation's inputs (`raft.train.preacts.collect`) over the
+    validation sequences as stored (unmasked; the first --max-eval-sequences), sharded over the
+    processes as `evaluate` does; every process gets those of all shards."""
+    from raft.train import preacts
+
+    ids, world, size = run.data.validation, run.world, 2 * run.batches.per_device
+    lo, hi = world.rank * len(ids) // world.world, (world.rank + 1) * len(ids) // world.world
+    batches = ({"input_ids": ids[i:min(i + size, hi)].long(),
+                "attention_mask": _attention_mask(ids[i:min(i + size, hi)], run.data.pad_id, run.rt.device)}
+               for i in range(lo, hi, size))
+    return preacts.collect(run.model, batches, run.rt, gather=world.gather)
+
+
 def _attention_mask(ids: torch.Tensor, pad_id, device):
     """None for the usual unpadded corpus sequences; a padding mask otherwise."""
     if pad_id is None or not bool((ids == pad_id).any()):
@@ -483,14 +499,16 @@ def _attention_mask(ids: torch.Tensor, pad_id, device):
 
 # ---------------------------------------------------------------------------------- outputs
 def write_outputs(run: Run, state: TrainState) -> None:
-    """A final evaluation (unless the last step had one), then on rank 0 model/, log.csv,
-    rationals.jsonl and, last, metrics.json."""
+    """A final evaluation (unless the last step had one) and the pre-activation histograms, then
+    on rank 0 model/, log.csv, rationals.jsonl, preactivations.json and, last, metrics.json."""
     if state.last_eval is None or state.last_eval["step"] != state.step:
         loss, ppl = run_eval(run)
         state.last_eval = {"step": state.step, "loss": loss, "perplexity": ppl}
+    preactivations = collect_preactivations(run)
     if run.world.main:
         _save_model(run)
         write_records(run, state)
+        write_preactivations(run, state, preactivations)
         runtime.write_json_atomic(run.job.output / "metrics.json", metrics_record(run, state), indent=1)
         run.say(f"done: {state.step} steps, eval loss {state.last_eval['loss']}, perplexity "
                 f"{state.last_eval['perplexity']} -> {run.job.output}")

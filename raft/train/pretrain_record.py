@@ -1,9 +1,12 @@
-"""The records of `raft pretrain`: metrics.json's content, log.csv and rationals.jsonl.
+"""The records of `raft pretrain`: metrics.json's content, log.csv, rationals.jsonl and
+preactivations.json.
 
 `metrics_record` (with `rational_record` and `hyperparameters`) is metrics.json
 (docs/architecture.md); `write_records` writes log.csv (`LOG_COLUMNS`) and rationals.jsonl as a
-`TrainState` has them (rank 0; rewritten whole, so a resumed run has no duplicate rows).
-`pretrain.write_outputs` writes them, with model/, at the end of a run.
+`TrainState` has them (rank 0; rewritten whole, so a resumed run has no duplicate rows);
+`write_preactivations` writes preactivations.json (the histograms of the FFN pre-activations on
+the validation sequences, `raft.train.preacts`). `pretrain.write_outputs` writes them, with
+model/, at the end of a run.
 """
 
 from __future__ import annotations
@@ -82,6 +85,22 @@ def write_records(run: Run, state: TrainState) -> None:
     """log.csv and rationals.jsonl as the state has them (rank 0)."""
     _write_log(run.job.output / "log.csv", state.log_rows)
     _write_snapshots(run.job.output / "rationals.jsonl", state.snapshots)
+
+
+def write_preactivations(run: Run, state: TrainState, layers: dict) -> None:
+    """preactivations.json (docs/architecture.md): ``layers`` (`raft.train.preacts.collect` over
+    the validation sequences) with what they were computed on (rank 0)."""
+    from raft.train import preacts
+
+    data = run.data
+    record = {
+        "variant": run.job.variant, "steps": state.step, "split": "validation", "masked": False,
+        "sequences": len(data.validation), "seq_len": data.seq_len, "precision": run.rt.precision,
+        "histogram": {"bins": preacts.BINS, "limits": list(preacts.LIMITS),
+                      "quantiles": "read from the histogram, linear within a bin"},
+        "layers": layers,
+    }
+    runtime.write_json_atomic(run.job.output / preacts.FILE, record, indent=1)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

@@ -1,5 +1,6 @@
 # The checked config, helpers and target lists shared by all rule files.
 
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -26,7 +27,6 @@ wildcard_constraints:
     variant="|".join(VARIANTS),
     task="|".join(GLUE_TASKS),
     n=r"[1-9][0-9]*|full",
-    study="glue|glue_efficient",
     seed=r"[0-9]+",
     name=r"[a-z_]+",
 
@@ -45,9 +45,9 @@ def res(rule_name, key):
     return config["resources"][rule_name][key]
 
 
-def runtime(rule_name):
-    """Runtime in minutes growing with the attempt (a retry after a timeout gets more time)."""
-    base = res(rule_name, "runtime")
+def runtime(rule_name, runs=1):
+    """Runtime in minutes (per run) growing with the attempt (a retry after a timeout gets more time)."""
+    base = res(rule_name, "runtime") * runs
     return lambda wildcards, attempt: base * attempt
 
 
@@ -60,14 +60,18 @@ def pretrain_targets():
     return expand("results/pretrain/{variant}/metrics.json", variant=VARIANTS)
 
 
+RUN_PATHS = {
+    "glue": "results/glue/{task}/{variant}/n{n}/seed{seed}/metrics.json",
+    "glue_efficient": "results/glue_efficient/{task}/{variant}/n{n}/seed{seed}/metrics.json",
+    "squad": "results/squad/{variant}/n{n}/seed{seed}/metrics.json",
+}
+
+
 def finetune_targets(name):
     """metrics.json of every run of a study (glue, glue_efficient, squad)."""
-    if name == "squad":
-        path = "results/squad/{variant}/n{n}/seed{seed}/metrics.json"
-    else:
-        path = "results/%s/{task}/{variant}/n{n}/seed{seed}/metrics.json" % name
     return [
-        path.format(task=t, variant=v, n=n, seed=s) for t, v, n, s in study.runs(config, name)
+        RUN_PATHS[name].format(task=t, variant=v, n=n, seed=s)
+        for t, v, n, s in study.runs(config, name)
     ]
 
 
@@ -83,6 +87,30 @@ def squad_targets():
     return finetune_targets("squad")
 
 
+# zero-shot targets whose data is here; each one left out gets a line naming what is missing
+ZEROSHOT, _left_out = study.zeroshot_available(config, DATA_DIR)
+for _line in _left_out:
+    print(_line, file=sys.stderr)
+
+
+def zeroshot_targets():
+    return [
+        f"results/zeroshot/{t}/{v}/seed{s}/metrics.json"
+        for t, v, s in study.zeroshot_runs(config, ZEROSHOT)
+    ]
+
+
+def zeroshot_inputs(wildcards):
+    """The full-data fine-tuning run a zero-shot evaluation scores: its weights and record."""
+    name, task = study.ZEROSHOT_SOURCES[wildcards.target]
+    section = study.section_of(name)
+    run = dict(task=task, variant=wildcards.variant, n="full", seed=wildcards.seed)
+    return {
+        "model": MODEL_PATHS[section].format(**run),
+        "metrics": RUN_PATHS[name].format(**run),
+    }
+
+
 TABLES = [
     "pretrain",
     "glue",
@@ -91,6 +119,8 @@ TABLES = [
     "squad_summary",
     "glue_efficient",
     "glue_efficient_summary",
+    "zeroshot",
+    "zeroshot_summary",
 ]
 
 
@@ -111,13 +141,13 @@ def notebook_names():
         wanted.append("shapes")
     if efficient_targets():
         wanted.append("param_efficient")
+    if zeroshot_targets():
+        wanted.append("zeroshot")
     return [n for n in wanted if (NOTEBOOK_DIR / f"{n}.ipynb").is_file()]
 
 
 def notebook_targets():
-    return expand(
-        "results/notebooks/{name}.{ext}", name=notebook_names(), ext=["ipynb", "html"]
-    )
+    return expand("results/notebooks/{name}.{ext}", name=notebook_names(), ext=["ipynb", "html"])
 
 
 def all_targets():
@@ -126,6 +156,7 @@ def all_targets():
         + glue_targets()
         + efficient_targets()
         + squad_targets()
+        + zeroshot_targets()
         + table_targets()
         + notebook_targets()
     )
@@ -166,13 +197,71 @@ PRETRAINED = "results/pretrain/{variant}/model"
 PRETRAINED_METRICS = "results/pretrain/{variant}/metrics.json"
 
 
-def finetune_args(wildcards):
-    """The flags of one fine-tuning run, from its config layers (raft/study.py)."""
-    name = getattr(wildcards, "study", "squad")
-    task = getattr(wildcards, "task", "squad")
-    n = "full" if wildcards.n == "full" else int(wildcards.n)
-    settings = study.finetune_settings(config, name, task, wildcards.variant, n)
-    return cli_args(study.values(settings))
+# Fine-tuning jobs: low-data runs are batched, one job per (study, task, variant, N) running
+# every seed in one process (imports, weights, data and tokenized test sets paid once); a
+# full-data run is one job per seed (long: they run in parallel). Records are also kept in
+# RUNS_DIR, so a failed batch (whose outputs Snakemake deletes) reruns only what is missing.
+TOKEN_CACHE = "results/cache/tokenized"
+RUNS_DIR = "results/checkpoints/finetune"
+
+
+MODEL_PATHS = {  # fine-tuned weights kept for zero-shot evaluation (full-data sources only)
+    "glue": "results/models/glue/{task}/{variant}/n{n}/seed{seed}",
+    "squad": "results/models/squad/{variant}/n{n}/seed{seed}",
+}
+
+
+def fill(path, wildcards):
+    """``path`` with the job's wildcards filled in (a batch's {seed} stays)."""
+    for key, value in wildcards.items():
+        path = path.replace("{%s}" % key, str(value))
+    return path
+
+
+def finetune_params(family):
+    """The params of one fine-tuning rule: command, task flag, seeds, output pattern, flags."""
+    name, seeds = family["study"], family.get("seeds")
+    section = study.section_of(name)
+    model = MODEL_PATHS.get(section) if family.get("keep") else None
+
+    def args(wildcards):
+        task = getattr(wildcards, "task", "squad")
+        n = "full" if wildcards.n == "full" else int(wildcards.n)
+        settings = study.finetune_settings(config, name, task, wildcards.variant, n)
+        return cli_args(study.values(settings))
+
+    return {
+        "command": "finetune-glue" if section == "glue" else "finetune-squad",
+        "task": lambda w: f"--task {w.task}" if section == "glue" else "",
+        "seeds": lambda w: " ".join(map(str, seeds)) if seeds else w.seed,
+        "output": lambda w: fill(RUN_PATHS[name], w),
+        "save_model": lambda w: f"--save-model {fill(model, w)}" if model else "",
+        "mode": lambda w: study.mode(config, name, w.variant),
+        "data_dir": data_dir_arg(),
+        "args": args,
+    }
+
+
+def finetune_outputs(family):
+    """The metrics.json files of one job (and the kept weights' folder)."""
+    path, seeds = RUN_PATHS[family["study"]], family.get("seeds")
+    outputs = [path.replace("{seed}", str(s)) for s in seeds] if seeds else [path]
+    if family.get("keep"):
+        outputs.append(directory(MODEL_PATHS[study.section_of(family["study"])]))
+    return outputs
+
+
+def finetune_log(family, kind="logs", ext="log"):
+    """results/<kind>/<run path up to N>.<ext> for a batch, ... /seed{seed}.<ext> for one run."""
+    stem = RUN_PATHS[family["study"]].replace("results", f"results/{kind}", 1).rsplit("/", 1)[0]
+    if family.get("seeds"):
+        stem = stem.rsplit("/", 1)[0]
+    return f"{stem}.{ext}"
+
+
+def task_constraint(family):
+    """The task wildcard's pattern of a rule (GLUE rules that serve some tasks only)."""
+    return "|".join(family.get("tasks") or GLUE_TASKS)
 
 
 def notebook_inputs(wildcards):
@@ -183,7 +272,9 @@ def notebook_inputs(wildcards):
         "pretrain": pretrain_targets(),
     }
     if wildcards.name in ("pretraining", "shapes"):
-        inputs["rationals"] = expand(
-            "results/pretrain/{variant}/rationals.jsonl", variant=VARIANTS
+        inputs["rationals"] = expand("results/pretrain/{variant}/rationals.jsonl", variant=VARIANTS)
+    if wildcards.name == "shapes":
+        inputs["preactivations"] = expand(
+            "results/pretrain/{variant}/preactivations.json", variant=VARIANTS
         )
     return inputs

@@ -13,20 +13,20 @@ rule prepare_corpus:
             category="Pretraining",
             labels={"file": "corpus statistics"},
         ),
-    params:
-        args=corpus_args(),
-        outdir=lambda wildcards, output: os.path.dirname(output.stats),
     log:
         "results/logs/prepare_corpus.log",
     benchmark:
         "results/benchmarks/prepare_corpus.tsv"
+    conda:
+        "../../envs/raft.yaml"
     threads: res("prepare_corpus", "threads")
     resources:
         gpu=0,
         mem_mb=res("prepare_corpus", "mem_mb"),
         runtime=runtime("prepare_corpus"),
-    conda:
-        "../../envs/raft.yaml"
+    params:
+        args=corpus_args(),
+        outdir=lambda wildcards, output: os.path.dirname(output.stats),
     shell:
         "OMP_NUM_THREADS={threads} "
         "raft prepare-corpus --output {params.outdir} {params.args} --num-proc {threads} "

@@ -1,66 +1,43 @@
-# Fine-tuning: one job per (study, task, variant, N, seed) on GLUE (study glue or
-# glue_efficient), per (variant, N, seed) on SQuAD.
+# Fine-tuning (families: raft/study.py finetune_families): per study, low-data runs one job per
+# (task, variant, N) running every seed in one process, and full-data runs one job per seed
+# (those of a zero-shot source task keep their weights in results/models).
 # N is an integer (low-data: N training + N dev examples drawn with the seed) or "full".
+# glue_efficient: RAF coefficients + head for raft, a matched bias subset + head for bert.
 
-rule finetune_glue:
-    """Fine-tune one pretrained variant on one GLUE task with N examples and one seed; the
-    study is glue (config glue) or glue_efficient (glue.efficient: RAF coefficients + head
-    for raft, a matched bias subset + head for bert)."""
-    input:
-        model=PRETRAINED,
-        metrics=PRETRAINED_METRICS,
-    output:
-        "results/{study}/{task}/{variant}/n{n}/seed{seed}/metrics.json",
-    params:
-        mode=lambda wildcards: study.mode(config, wildcards.study, wildcards.variant),
-        data_dir=data_dir_arg(),
-        args=finetune_args,
-    log:
-        "results/logs/{study}/{task}/{variant}/n{n}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/{study}/{task}/{variant}/n{n}/seed{seed}.tsv"
-    threads: res("finetune_glue", "threads")
-    resources:
-        gpu=res("finetune_glue", "gpu"),
-        cpus_per_gpu=res("finetune_glue", "cpus_per_gpu"),
-        mem_mb=res("finetune_glue", "mem_mb"),
-        runtime=runtime("finetune_glue"),
-    conda:
-        "../../envs/raft.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} "
-        "raft finetune-glue --pretrained {input.model} --task {wildcards.task} "
-        "--n {wildcards.n} --seed {wildcards.seed} --mode {params.mode} --output {output} "
-        "{params.data_dir} {params.args} --num-threads {threads} "
-        "> {log} 2>&1"
+for family in study.finetune_families(config):
+    section = study.section_of(family["study"])
 
-
-rule finetune_squad:
-    """Fine-tune one pretrained variant on SQuAD v1.1 with N examples (or full) and one seed."""
-    input:
-        model=PRETRAINED,
-        metrics=PRETRAINED_METRICS,
-    output:
-        "results/squad/{variant}/n{n}/seed{seed}/metrics.json",
-    params:
-        mode=lambda wildcards: study.mode(config, "squad", wildcards.variant),
-        data_dir=data_dir_arg(),
-        args=finetune_args,
-    log:
-        "results/logs/squad/{variant}/n{n}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/squad/{variant}/n{n}/seed{seed}.tsv"
-    threads: res("finetune_squad", "threads")
-    resources:
-        gpu=res("finetune_squad", "gpu"),
-        cpus_per_gpu=res("finetune_squad", "cpus_per_gpu"),
-        mem_mb=res("finetune_squad", "mem_mb"),
-        runtime=runtime("finetune_squad"),
-    conda:
-        "../../envs/raft.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} "
-        "raft finetune-squad --pretrained {input.model} --n {wildcards.n} "
-        "--seed {wildcards.seed} --mode {params.mode} --output {output} "
-        "{params.data_dir} {params.args} --num-threads {threads} "
-        "> {log} 2>&1"
+    rule:
+        name:
+            family["name"]
+        input:
+            model=PRETRAINED,
+            metrics=PRETRAINED_METRICS,
+        output:
+            finetune_outputs(family),
+        log:
+            finetune_log(family),
+        benchmark:
+            finetune_log(family, "benchmarks", "tsv")
+        wildcard_constraints:
+            n=family["n"],
+            task=task_constraint(family),
+        conda:
+            "../../envs/raft.yaml"
+        threads: res(f"finetune_{section}", "threads")
+        resources:
+            gpu=res(f"finetune_{section}", "gpu"),
+            cpus_per_gpu=res(f"finetune_{section}", "cpus_per_gpu"),
+            mem_mb=res(f"finetune_{section}", "mem_mb"),
+            runtime=runtime(f"finetune_{section}", len(family.get("seeds") or [0])),
+        params:
+            **finetune_params(family),
+            cache=TOKEN_CACHE,
+            runs=RUNS_DIR,
+        shell:
+            "OMP_NUM_THREADS={threads} "
+            "raft {params.command} --pretrained {input.model} {params.task} "
+            "--n {wildcards.n} --seed {params.seeds} --mode {params.mode} "
+            "--output {params.output} {params.save_model} --cache-dir {params.cache} "
+            "--runs-dir {params.runs} {params.data_dir} {params.args} --num-threads {threads} "
+            "> {log} 2>&1"

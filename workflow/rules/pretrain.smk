@@ -32,6 +32,19 @@ rule pretrain:
             labels={"variant": "{variant}", "file": "log.csv"},
         ),
         rationals="results/pretrain/{variant}/rationals.jsonl",
+        preactivations="results/pretrain/{variant}/preactivations.json",
+    log:
+        "results/logs/pretrain/{variant}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{variant}.tsv"
+    conda:
+        "../../envs/raft.yaml"
+    threads: res("pretrain", "threads")
+    resources:
+        gpu=res("pretrain", "gpu"),
+        cpus_per_gpu=res("pretrain", "cpus_per_gpu"),
+        mem_mb=res("pretrain", "mem_mb"),
+        runtime=runtime("pretrain"),
     params:
         args=pretrain_args,
         corpus=lambda wildcards, input: os.path.dirname(input.stats),
@@ -39,18 +52,6 @@ rule pretrain:
         checkpoints=pretrain_checkpoint_dir,
         launcher=pretrain_launcher,
         omp=omp_threads,
-    log:
-        "results/logs/pretrain/{variant}.log",
-    benchmark:
-        "results/benchmarks/pretrain/{variant}.tsv"
-    threads: res("pretrain", "threads")
-    resources:
-        gpu=res("pretrain", "gpu"),
-        cpus_per_gpu=res("pretrain", "cpus_per_gpu"),
-        mem_mb=res("pretrain", "mem_mb"),
-        runtime=runtime("pretrain"),
-    conda:
-        "../../envs/raft.yaml"
     shell:
         "OMP_NUM_THREADS={params.omp} "
         "{params.launcher} pretrain --corpus {params.corpus} --output {params.outdir} "

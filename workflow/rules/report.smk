@@ -8,6 +8,7 @@ rule aggregate:
         glue_targets(),
         efficient_targets(),
         squad_targets(),
+        zeroshot_targets(),
     output:
         **{
             table: report(
@@ -18,19 +19,19 @@ rule aggregate:
             )
             for table in TABLES
         },
-    params:
-        # results/tables/x.csv -> results
-        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/aggregate.log",
+    conda:
+        "../../envs/raft.yaml"
     threads: res("aggregate", "threads")
     resources:
         gpu=0,
         mem_mb=res("aggregate", "mem_mb"),
         runtime=runtime("aggregate"),
-    conda:
-        "../../envs/raft.yaml"
+    params:
+        # results/tables/x.csv -> results
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "raft aggregate --results {params.results} --output {params.outdir} > {log} 2>&1"
 
@@ -49,22 +50,22 @@ rule run_notebook:
             subcategory="{name}",
             labels={"notebook": "{name}", "figure": "{figure}"},
         ),
-    params:
-        # results/notebooks/{name}.ipynb -> results; results/figures/{name} -> results/figures
-        # (each notebook writes its figures to <figures_dir>/<name>/)
-        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.notebook)),
-        figures_root=lambda wildcards, output: os.path.dirname(output.figures),
     log:
         "results/logs/notebooks/{name}.log",
     benchmark:
         "results/benchmarks/notebooks/{name}.tsv"
+    conda:
+        "../../envs/raft.yaml"
     threads: res("notebook", "threads")
     resources:
         gpu=0,
         mem_mb=res("notebook", "mem_mb"),
         runtime=runtime("notebook"),
-    conda:
-        "../../envs/raft.yaml"
+    params:
+        # results/notebooks/{name}.ipynb -> results; results/figures/{name} -> results/figures
+        # (each notebook writes its figures to <figures_dir>/<name>/)
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.notebook)),
+        figures_root=lambda wildcards, output: os.path.dirname(output.figures),
     shell:
         "mkdir -p {output.figures} && "
         "papermill {input.template} {output.notebook} -k python3 --log-output "
@@ -83,16 +84,16 @@ rule render_notebook:
             category="Notebooks",
             labels={"notebook": "{name}"},
         ),
-    params:
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/notebooks/{name}.html.log",
+    conda:
+        "../../envs/raft.yaml"
     threads: 1
     resources:
         gpu=0,
         mem_mb=res("notebook", "mem_mb"),
         runtime=runtime("notebook"),
-    conda:
-        "../../envs/raft.yaml"
+    params:
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "jupyter nbconvert --to html {input} --output-dir {params.outdir} > {log} 2>&1"

@@ -1,0 +1,31 @@
+# Zero-shot transfer: a full-data fine-tuned model scored on another data set without
+# further training (MNLI -> SNLI, SQuAD -> TriviaQA), one job per (target, variant, seed).
+
+
+rule zeroshot:
+    """Score one kept full-data model (MNLI for snli, SQuAD for triviaqa) on its target."""
+    input:
+        unpack(zeroshot_inputs),
+    output:
+        "results/zeroshot/{target}/{variant}/seed{seed}/metrics.json",
+    log:
+        "results/logs/zeroshot/{target}/{variant}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/zeroshot/{target}/{variant}/seed{seed}.tsv"
+    wildcard_constraints:
+        target="snli|triviaqa",
+    conda:
+        "../../envs/raft.yaml"
+    threads: res("zeroshot", "threads")
+    resources:
+        gpu=res("zeroshot", "gpu"),
+        cpus_per_gpu=res("zeroshot", "cpus_per_gpu"),
+        mem_mb=res("zeroshot", "mem_mb"),
+        runtime=runtime("zeroshot"),
+    params:
+        data_dir=data_dir_arg(),
+    shell:
+        "OMP_NUM_THREADS={threads} "
+        "raft zeroshot --model {input.model} --target {wildcards.target} "
+        "--source-metrics {input.metrics} --output {output} {params.data_dir} "
+        "--num-threads {threads} > {log} 2>&1"
