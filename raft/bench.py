@@ -16,9 +16,13 @@ supports it, else fp16 with a grad scaler; fp32 on the CPU).
 Pretraining (CUDA by default; ``--pretrain-steps``): tokens/s of a few steps of the real
 pretraining step (`raft.train.pretrain.train_step`: masking, micro-batches, sparse loss,
 AdamW, schedule) on a synthetic corpus, per variant (RAFT: per backend).
+Sparse head and Hugging Face recipe (`raft.bench_pretrain`; on by default): the sparse MLM head
+against the dense one, and our pretraining loop against Trainer + BertForMaskedLM +
+DataCollatorForLanguageModeling (run_mlm.py's recipe), tokens/s of both and their ratio.
 
-The sections are plain functions (`kernel_rows`, `model_rows`, `pretraining_rows`) that take
-their device, so they run on the CPU too (tests, `raft device-check --device cpu`).
+The sections are plain functions (`kernel_rows`, `model_rows`, `pretraining_rows`,
+`bench_pretrain.sparse_head_rows`, `bench_pretrain.hf_trainer_rows`) that take their device, so
+they run on the CPU too (tests, `raft device-check --device cpu`); `_bench` composes them.
 """
 
 from __future__ import annotations
@@ -71,6 +75,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed steps of the real pretraining step per variant (default: 5 on CUDA, 0 = off on the CPU)")
     parser.add_argument("--pretrain-batch", type=int, default=64, help="sequences per pretraining step")
     parser.add_argument("--pretrain-model", default="bert-base", help="model shape of the pretraining rows")
+    parser.add_argument("--hf-steps", type=int, default=None,
+                        help="timed steps per side of our pretraining loop vs Hugging Face's Trainer recipe "
+                             "(default: 40 on CUDA, 3 on the CPU; 0 = off)")
+    parser.add_argument("--hf-model", default="bert-mini", help="model shape of the Hugging Face comparison")
+    parser.add_argument("--hf-batch", type=int, default=None,
+                        help="sequences per step of the Hugging Face comparison (default: the model shape's batch)")
+    parser.add_argument("--sparse-head-models", default="bert-mini",
+                        help="comma-separated model shapes of the sparse vs dense MLM head rows, or 'none'")
+    g = parser.add_argument_group("fine-tuning grid (`raft.bench_finetune`; off unless --finetune-grid)")
+    g.add_argument("--finetune-grid", nargs="+", type=Path, default=None, metavar="CONFIG",
+                   help="workflow config file(s), merged as --configfile overlays (e.g. config/config.yaml): run "
+                        "its GLUE low-data grid one process per run and batched, print runs/h and overhead")
+    g.add_argument("--finetune-results", type=Path, default=None, metavar="DIR",
+                   help="results folder with the study's pretrained models (default: tiny random models)")
+    g.add_argument("--finetune-tasks", default=None, help="comma-separated subset of the grid's tasks")
+    g.add_argument("--finetune-variants", default=None, help="comma-separated subset of bert,raft")
+    g.add_argument("--finetune-seeds", type=int, default=None, help="only the first K seeds of each group")
 
 
 def default_backends(device: torch.device) -> list[str]:
@@ -307,10 +328,12 @@ def write_synthetic_corpus(out, *, vocab_size: int = 30522, seq_len: int = 128, 
 
 
 def bench_pretraining(variant: str, device, corpus, *, shape, batch: int, steps: int, warmup: int = 2,
-                      backend: str | None = None, compile: bool = False) -> dict:
+                      backend: str | None = None, compile: bool = False, count_tokens: bool = False) -> dict:
     """Tokens/s of `steps` calls of the real pretraining step (`raft.train.pretrain.train_step`)
-    after `warmup` untimed ones, on `corpus` (nothing is written; precision auto)."""
+    after `warmup` untimed ones, on `corpus` (nothing is written; precision auto). `count_tokens`:
+    also the token ids the encoder received per timed step (not with `compile`)."""
     from raft import settings
+    from raft.bench_pretrain import encoder_tokens
     from raft.train import pretrain
 
     layers, hidden, heads, ffn = shape[:4]
@@ -323,7 +346,8 @@ def bench_pretraining(variant: str, device, corpus, *, shape, batch: int, steps:
         run = pretrain.setup(model, settings.Rational(), p, job, world, time.perf_counter())
         pretrain.start(run)
         state, meter = pretrain.TrainState(), pretrain.Meter(run.rt.device)
-        with _backend_env(backend) if backend else nullcontext():
+        with _backend_env(backend) if backend else nullcontext(), \
+                encoder_tokens(run.model) if count_tokens else nullcontext([]) as seen:
             for _ in range(warmup):
                 pretrain.train_step(run, state, meter)
             _sync(run.rt.device)
@@ -337,7 +361,9 @@ def bench_pretraining(variant: str, device, corpus, *, shape, batch: int, steps:
     tokens = steps * batch * run.data.seq_len
     return {"variant": variant, "backend": backend if variant == "raft" else None, "compile": compile,
             "layers": layers, "hidden": hidden, "batch": batch, "seq_len": run.data.seq_len, "steps": steps,
-            "precision": run.rt.precision, "step_ms": 1e3 * elapsed / steps, "tokens_per_s": tokens / elapsed}
+            "precision": run.rt.precision, "parameters": sum(p.numel() for p in run.model.parameters()),
+            "step_ms": 1e3 * elapsed / steps, "tokens_per_s": tokens / elapsed,
+            **({"tokens_per_step": sum(seen[warmup:]) / steps} if count_tokens else {})}
 
 
 def pretraining_rows(device, backends, *, shape, batch: int, steps: int, seq_len: int = 128,
@@ -364,6 +390,12 @@ def _parse_shapes(text):
     return [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item]
 
 
+def _parse_names(text: str, quick: bool) -> list[str]:
+    """Model shape names from a comma-separated list ('none': no names; --quick drops bert-base)."""
+    names = [] if text.strip().lower() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    return [n for n in names if not (quick and n == "bert-base")]
+
+
 def _parse_backends(text, device) -> list[str]:
     backends = [b.strip() for b in text.split(",") if b.strip()] if text else default_backends(device)
     for b in backends:
@@ -377,16 +409,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from raft import bench_pretrain  # its sections build on this module's corpus and pretraining step
+
     runtime.set_num_threads(args.threads)
     device = runtime.select_device(args.device)
     backends = _parse_backends(args.backends, device)
-    names = [] if args.models.strip().lower() == "none" else [n.strip() for n in args.models.split(",") if n.strip()]
-    if args.quick:
-        names = [n for n in names if n != "bert-base"]
-    for name in names + [args.pretrain_model]:
+    names, head_names = _parse_names(args.models, args.quick), _parse_names(args.sparse_head_models, args.quick)
+    for name in names + head_names + [args.pretrain_model, args.hf_model]:
         if name not in MODEL_SHAPES:
             raise runtime.UsageError(f"unknown model shape {name!r}; choose from {sorted(MODEL_SHAPES)}")
-    steps = args.pretrain_steps if args.pretrain_steps is not None else (5 if device.type == "cuda" else 0)
+    cuda = device.type == "cuda"
+    steps = args.pretrain_steps if args.pretrain_steps is not None else (5 if cuda else 0)
+    hf_steps = args.hf_steps if args.hf_steps is not None else (40 if cuda else 3)
 
     result = header(device, backends, args.repeats)
     result["kernel"] = kernel_rows(_parse_shapes(args.shapes), kernel_dtypes(device), device, backends,
@@ -397,11 +431,35 @@ def _bench(args: argparse.Namespace) -> int:
         result["pretraining"] = pretraining_rows(device, backends, shape=MODEL_SHAPES[args.pretrain_model],
                                                  batch=args.pretrain_batch, steps=steps, seq_len=args.seq_len,
                                                  vocab_size=args.vocab_size)
+    result["sparse_head"] = bench_pretrain.sparse_head_rows(
+        head_names, device, repeats=args.repeats, warmup=args.warmup, quick=args.quick, seq_len=args.seq_len,
+        vocab_size=args.vocab_size)
+    if hf_steps > 0:
+        shape = MODEL_SHAPES[args.hf_model]
+        result["hf_trainer"] = bench_pretrain.hf_trainer_rows(
+            device, shape=shape, batch=args.hf_batch or shape[5 if args.quick else 4], steps=hf_steps,
+            warmup=args.warmup, seq_len=args.seq_len, vocab_size=args.vocab_size)
+    if args.finetune_grid:
+        result["finetune"] = _finetune_section(args)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=1) + "\n")
         print(f"\nwrote {args.output}")
     return 0
+
+
+def _finetune_section(args: argparse.Namespace) -> dict:
+    from raft import bench_finetune
+
+    def listed(text):
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    try:
+        return bench_finetune.finetune_rows(args.finetune_grid, results=args.finetune_results,
+                                            tasks=listed(args.finetune_tasks), variants=listed(args.finetune_variants),
+                                            limit_seeds=args.finetune_seeds)
+    except (FileNotFoundError, ValueError) as exc:  # a bad config file or data folder (ConfigError too)
+        raise runtime.UsageError(str(exc)) from exc
 
 
 def header(device, backends, repeats: int, echo=print) -> dict:

@@ -1,4 +1,5 @@
-"""Smoke test of `raft bench` on tiny shapes (timings are not checked)."""
+"""Smoke test of `raft bench` on tiny shapes (timings are not checked: speed targets live in the
+printed ratios, not in tests)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 import pytest
 import torch
 
-from raft import bench
+from raft import bench, bench_pretrain
 from raft import rational as R
+from tiny_corpus import _one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_bench_smoke(tmp_path, monkeypatch):
@@ -19,7 +21,8 @@ def test_bench_smoke(tmp_path, monkeypatch):
     out = tmp_path / "bench.json"
     args = parser.parse_args(["--shapes", "4x8x16", "--repeats", "2", "--warmup", "1", "--device", "cpu",
                               "--backends", "cpp,eager", "--models", "tiny", "--vocab-size", "300",
-                              "--seq-len", "16", "--output", str(out)])
+                              "--seq-len", "16", "--sparse-head-models", "tiny", "--hf-model", "tiny",
+                              "--hf-steps", "2", "--output", str(out)])
     assert bench.main(args) == 0
     res = json.loads(out.read_text())
     assert [r["backend"] for r in res["kernel"]] == ["cpp", "eager"]
@@ -28,6 +31,16 @@ def test_bench_smoke(tmp_path, monkeypatch):
     assert res["models"][0]["autocast"] is None  # precision auto (raft.train.runtime): fp32 on the CPU
     assert res["models"][0]["attention"] == "sdpa"
     assert "pretraining" not in res  # the pretraining rows are on by default on CUDA only
+    head = res["sparse_head"][0]
+    assert head["model"] == "tiny" and head["dense_ms"] > 0 and head["sparse_ms"] > 0
+    assert head["ratio"] == pytest.approx(head["dense_ms"] / head["sparse_ms"])
+    ours, hf = res["hf_trainer"]
+    assert (ours["side"], hf["side"]) == ("raft pretrain", "hf trainer")
+    assert ours["tokens_per_s"] > 0 and hf["tokens_per_s"] > 0
+    assert ours["ratio"] == pytest.approx(ours["tokens_per_s"] / hf["tokens_per_s"]) and hf["ratio"] == 1
+    assert ours["tokens_per_step"] == hf["tokens_per_step"] == 2 * 16  # batch x seq_len, both measured
+    for key in ("layers", "hidden", "batch", "seq_len", "steps", "precision", "parameters"):
+        assert ours[key] == hf[key], key  # the same model, batch and precision on both sides
 
 
 def test_bench_bad_backend_is_a_usage_error(capsys):
@@ -67,3 +80,13 @@ def test_pretraining_rows_run_the_real_step_on_cpu():
     assert [(r["variant"], r["backend"]) for r in rows] == [("bert", None), ("raft", "eager")]
     assert all(r["tokens_per_s"] > 0 and r["precision"] == "fp32" and r["seq_len"] == 16 for r in rows)
     assert len(lines) == 3 and "tokens/s" in lines[0]
+
+
+def test_sparse_head_rows_match_the_dense_loss_on_cpu():
+    lines = []
+    rows = bench_pretrain.sparse_head_rows([], torch.device("cpu"), repeats=1, warmup=0, echo=lines.append)
+    assert rows == [] and lines == []  # 'none': no table
+    row = bench_pretrain.bench_sparse_head("tiny", torch.device("cpu"), repeats=2, warmup=1, seq_len=32,
+                                           vocab_size=2000, shape=(1, 32, 2, 64, 4, 4))
+    assert row["masked_tokens"] > 0 and row["dense_tokens_per_s"] > 0 and row["sparse_tokens_per_s"] > 0
+    assert row["max_loss_diff"] < 1e-4  # same model, batch and dropout masks: the same loss

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import json
 from pathlib import Path
 
 from raft import bench_finetune, study
@@ -31,10 +32,15 @@ def test_grid_is_the_workflow_grid(smoke):
     assert argv[-2:] == ["--data-dir", "d"]
 
 
-def test_both_ways_run_the_same_runs(smoke):
-    lines = []
-    result = bench_finetune.finetune_rows(smoke, tasks=["rte"], variants=["bert"], limit_seeds=2,
-                                          echo=lines.append)
+def test_both_ways_run_the_same_runs(smoke, tmp_path, capsys):
+    """`raft bench --finetune-grid`: the section's rows in the JSON, computed from the runs."""
+    from raft.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--repeats", "1", "--warmup", "0", "--models", "none", "--sparse-head-models", "none",
+                 "--hf-steps", "0", "--shapes", "4x8x16", "--output", str(out), "--finetune-grid", *map(str, smoke),
+                 "--finetune-tasks", "rte", "--finetune-variants", "bert", "--finetune-seeds", "2"]) == 0
+    result = json.loads(out.read_text())["finetune"]
     alone, batched = result["rows"]
     assert (alone["way"], alone["processes"], alone["runs"]) == ("alone", 2, 2)
     assert (batched["way"], batched["processes"], batched["runs"]) == ("batched", 1, 2)
@@ -43,7 +49,8 @@ def test_both_ways_run_the_same_runs(smoke):
         assert row["overhead"] == pytest.approx((row["wall_s"] - row["work_s"]) / row["wall_s"])
         assert row["runs_per_hour"] == pytest.approx(2 / row["wall_s"] * 3600)
     assert result["speedup"] == pytest.approx(alone["wall_s"] / batched["wall_s"])
-    assert any(line.startswith("batched") for line in lines) and "faster than one process per run" in lines[-1]
+    printed = capsys.readouterr().out
+    assert "batched          1     2" in printed and "faster than one process per run" in printed
 
 
 def test_config_outside_a_checkout_is_named(tmp_path):

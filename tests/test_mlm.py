@@ -1,4 +1,5 @@
-"""Masking (80/10/10, special tokens, determinism) and the sparse masked-LM head."""
+"""Masking (80/10/10, special tokens, determinism) and the sparse masked-LM head (its speed and
+loss against the dense head: `raft bench`, tests/test_bench.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch
 from raft.modeling import RaftForMaskedLM, make_config
 from raft.train.mlm import (
     IGNORE_INDEX,
-    bench_sparse_head,
     mask_eval_set,
     mask_tokens,
     mask_train_batch,
@@ -107,17 +107,3 @@ def test_loss_decreases_on_a_repeated_batch(variant):
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
 
-
-def test_bench_sparse_head_reports_matching_losses():
-    r = bench_sparse_head(num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=2000,
-                          seq_len=32, batch_size=4, steps=1, warmup=0)
-    assert {"dense_tokens_per_s", "sparse_tokens_per_s", "speedup", "max_loss_diff", "shape"} <= set(r)
-    assert r["dense_tokens_per_s"] > 0 and r["sparse_tokens_per_s"] > 0
-    assert r["max_loss_diff"] < 1e-4
-
-
-@pytest.mark.slow
-def test_sparse_head_is_at_least_twice_as_fast_for_bert_mini():
-    r = bench_sparse_head(num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024,
-                          vocab_size=30522, seq_len=128, batch_size=8, steps=3, warmup=1)
-    assert r["speedup"] >= 2.0, r

@@ -422,20 +422,19 @@ def split_sizes(task: str, data_dir: str | os.PathLike | None = None) -> dict:
     return {"pool": k, "dev_part": n - k, "source": source}
 
 
+def encode_batch(batch: dict, tokenizer, max_length: int = 128, padding: bool | str = False) -> dict:
+    """A batch of uniform GLUE columns (text_a / text_b) -> input_ids, token_type_ids,
+    attention_mask (truncation to max_length); single sentences when text_b is all None."""
+    if all(b is None for b in batch["text_b"]):
+        return dict(tokenizer(batch["text_a"], truncation=True, max_length=max_length, padding=padding))
+    return dict(tokenizer(batch["text_a"], batch["text_b"], truncation=True, max_length=max_length, padding=padding))
+
+
 def tokenize(dataset, tokenizer, max_length: int = 128, padding: bool | str = False, num_proc: int | None = None,
              cache_file_name: str | None = None):
-    """Tokenize a uniform GLUE Dataset (text_a / text_b) -> input_ids, token_type_ids,
-    attention_mask; keeps ``label`` and ``idx``, drops the texts (truncation to max_length).
-    ``cache_file_name``: the Arrow file datasets writes the result to, or loads it from when
-    it exists (`raft.train.token_cache`)."""
-
-    def fn(batch):
-        if all(b is None for b in batch["text_b"]):
-            enc = tokenizer(batch["text_a"], truncation=True, max_length=max_length, padding=padding)
-        else:
-            enc = tokenizer(batch["text_a"], batch["text_b"], truncation=True, max_length=max_length,
-                            padding=padding)
-        return dict(enc)
-
-    return dataset.map(fn, batched=True, remove_columns=["text_a", "text_b"], num_proc=num_proc,
+    """`encode_batch` over a uniform GLUE Dataset with ``Dataset.map``; keeps ``label`` and
+    ``idx``, drops the texts. ``cache_file_name``: the Arrow file datasets writes the result
+    to, or loads it from when it exists (`raft.train.token_cache`)."""
+    return dataset.map(encode_batch, batched=True, remove_columns=["text_a", "text_b"], num_proc=num_proc,
+                       fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "padding": padding},
                        desc="tokenizing", cache_file_name=cache_file_name)

@@ -62,13 +62,19 @@ def model_overrides(info) -> dict:
 
 
 def encode(dataset, tokenizer, max_length: int, regression: bool, cache_file_name: str | None = None) -> Encoded:
-    """Tokenize a uniform GLUE Dataset once (batched fast tokenizer) into unpadded ids + labels
-    (``cache_file_name``: `raft.data.glue.tokenize`)."""
-    from raft.data.glue import tokenize
+    """Tokenize a uniform GLUE Dataset once (batched fast tokenizer) into unpadded ids + labels.
+    With ``cache_file_name`` through ``Dataset.map`` (`raft.data.glue.tokenize`: the Arrow file
+    is kept for the next process); without, directly (a seed's draw: no table to write)."""
+    from raft.data.glue import encode_batch, tokenize
 
-    enc = tokenize(dataset, tokenizer, max_length=max_length, cache_file_name=cache_file_name)
+    if cache_file_name is None:
+        columns = dataset[:]
+        enc = {**encode_batch(columns, tokenizer, max_length), "label": columns["label"]}
+    else:
+        table = tokenize(dataset, tokenizer, max_length=max_length, cache_file_name=cache_file_name)
+        enc = {name: table[name] for name in table.column_names}
     labels = np.asarray(enc["label"], dtype=np.float32 if regression else np.int64)
-    types = enc["token_type_ids"] if "token_type_ids" in enc.column_names else None
+    types = enc.get("token_type_ids")
     return Encoded(enc["input_ids"], types, pad_id=tokenizer.pad_token_id or 0, labels=labels)
 
 

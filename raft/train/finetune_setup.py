@@ -48,13 +48,11 @@ class Session:
     settings: Any
     adapter: Adapter
     runtime: runtime.Runtime
-    pretrained: str
     pretrained_id: str  # SHA-1 of the weights files' names, sizes and times + config.json
     tokenizer: Any
     weights: dict  # the pretrained state dict; each run's model gets a copy
     data: Any
     cache: TokenCache
-    data_dir: str | None = None
     setup_s: float = 0.0
 
     def shared(self, sample: split.Sample):
@@ -86,9 +84,8 @@ def open_session(settings, job: Job, adapter: Adapter, cache_dir) -> Session:
     runtime.check(checks.check_max_seq_length, settings.max_seq_length, positions)
     tokenizer = load_tokenizer(job.pretrained)
     weights, pretrained_id = load_weights(job.pretrained)
-    session = Session(settings=settings, adapter=adapter, runtime=rt, pretrained=str(job.pretrained),
-                      pretrained_id=pretrained_id, tokenizer=tokenizer, weights=weights, data=None,
-                      cache=TokenCache(cache_dir), data_dir=job.data_dir)
+    session = Session(settings=settings, adapter=adapter, runtime=rt, pretrained_id=pretrained_id,
+                      tokenizer=tokenizer, weights=weights, data=None, cache=TokenCache(cache_dir))
     session.data = load_data(adapter, job.data_dir)
     session.setup_s = time.perf_counter() - t0
     return session

@@ -9,12 +9,11 @@ they do not depend on the device, the number of processes or on resuming.
 
 Sparse head (as in the authors' code): the encoder runs on every position, but only masked
 positions go through the vocabulary projection (`model.cls`), which removes most of the
-cost of the 30k-way output layer.
+cost of the 30k-way output layer (measured against the dense head by `raft bench`, section
+`raft.bench_pretrain.sparse_head_rows`).
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
@@ -104,61 +103,3 @@ class SparseMLM(torch.nn.Module):
     def forward(self, input_ids, positions, targets, attention_mask=None):
         return mlm_loss_sum(self.model, input_ids, positions, targets, attention_mask)
 
-
-def bench_sparse_head(*, num_layers: int = 4, hidden_size: int = 256, num_heads: int = 4,
-                      intermediate_size: int = 1024, vocab_size: int = 30522, seq_len: int = 128,
-                      batch_size: int = 16, steps: int = 3, warmup: int = 1, mlm_probability: float = 0.15,
-                      variant: str = "bert", device: str = "cpu", seed: int = 0) -> dict:
-    """Tokens/s of forward+backward: stock dense `BertForMaskedLM` loss vs the sparse head.
-
-    Both use the same model and masked batch; the two are interleaved and each is timed by its
-    best of `steps` runs after `warmup` (robust to other load on the machine).
-    Returns {"dense_tokens_per_s", "sparse_tokens_per_s", "speedup", "max_loss_diff", "shape", ...}.
-    """
-    from raft.modeling import RaftForMaskedLM, make_config
-
-    torch.manual_seed(seed)
-    config = make_config(variant, vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
-                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
-                         max_position_embeddings=max(seq_len, 512))
-    model = RaftForMaskedLM(config).to(device).train()
-    ids = torch.randint(1000, vocab_size, (batch_size, seq_len), generator=generator(seed, 99))
-    ids[:, 0], ids[:, -1] = 101, 102
-    inputs, labels = mask_tokens(ids, mask_token_id=103, vocab_size=vocab_size, special_ids=[0, 100, 101, 102, 103],
-                                 probability=mlm_probability, generator=generator(seed, 98))
-    inputs, labels = inputs.to(device), labels.to(device)
-    positions, targets = masked_positions(labels)
-
-    def sync():
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-
-    def dense():
-        return model(input_ids=inputs, labels=labels).loss
-
-    def sparse():
-        return mlm_loss_sum(model, inputs, positions, targets) / positions.numel()
-
-    fns = {"dense": dense, "sparse": sparse}
-    times, losses = {k: [] for k in fns}, {k: [] for k in fns}
-    for i in range(warmup + steps):
-        for name, fn in fns.items():  # interleaved, so that load changes hit both alike
-            torch.manual_seed(seed + i)  # same dropout masks for both
-            sync()
-            t0 = time.perf_counter()
-            loss = fn()
-            loss.backward()
-            sync()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-            model.zero_grad(set_to_none=True)
-            losses[name].append(loss.item())
-    result = {f"{name}_tokens_per_s": batch_size * seq_len / min(t) for name, t in times.items()}
-    result["speedup"] = result["sparse_tokens_per_s"] / result["dense_tokens_per_s"]
-    result["max_loss_diff"] = max(abs(a - b) for a, b in zip(losses["dense"], losses["sparse"]))
-    result["shape"] = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
-                           intermediate_size=intermediate_size, vocab_size=vocab_size, seq_len=seq_len,
-                           batch_size=batch_size, masked_tokens=int(positions.numel()))
-    result["device"] = str(device)
-    result["threads"] = torch.get_num_threads()
-    return result
