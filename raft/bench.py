@@ -57,7 +57,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per comparison (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate first")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed calls per candidate first (HF comparison: steps per side, at least 1)")
     parser.add_argument("--output", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--backends", default=None,
@@ -409,7 +410,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from raft import bench_pretrain  # its sections build on this module's corpus and pretraining step
+    # imported here: its sections build on this module's corpus and pretraining step
+    from raft import bench_pretrain
 
     runtime.set_num_threads(args.threads)
     device = runtime.select_device(args.device)
