@@ -79,7 +79,16 @@ def test_prune_never_removes_the_protected_newest_readable_checkpoint(tmp_path):
     assert [p.name for p in prune(tmp_path, 1)] == ["step-00000020"]  # no protection: highest steps win
 
 
-def test_sigint_sets_the_flag_once_then_aborts_as_usual():
+@pytest.fixture()
+def sigint_default():
+    """Ctrl-C as in a foreground shell: a job started in the background inherits SIGINT
+    ignored, which StopSignal respects (and these tests would then not see it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_sigint_sets_the_flag_once_then_aborts_as_usual(sigint_default):
     before = signal.getsignal(signal.SIGINT)
     with StopSignal() as stop:
         assert signal.getsignal(signal.SIGINT) == stop._handle
@@ -186,7 +195,7 @@ def test_corrupt_newest_checkpoint_resumes_from_the_older_readable_one(corpus, r
     assert [s for s, _ in list_checkpoints(ckpt)] == [6, 8] and _names(ckpt) == ["corrupt-step-00000005"]
 
 
-def test_sigint_checkpoints_exits_75_and_a_rerun_resumes(corpus, reference, tmp_path, capfd):
+def test_sigint_checkpoints_exits_75_and_a_rerun_resumes(corpus, reference, tmp_path, capfd, sigint_default):
     out, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
     assert pretrain.run(_args(corpus, out, 2), on_step=_signal_at(5, signal.SIGINT)) == EXIT_PREEMPTED
     err = capfd.readouterr().err

@@ -82,11 +82,8 @@ def test_pretraining_and_fine_tuning_resolve_through_the_runtime(tmp_path, monke
     assert pretrain.run(args) == runtime.EXIT_USAGE
     assert "raft pretrain: error: --precision fp16 needs a CUDA device" in capsys.readouterr().err
     # fine-tuning builds its runtime the same way (no precision logic of its own)
-    try:
-        finetune = importlib.import_module("raft.train.finetune")
-    except ImportError:
-        pytest.skip("no raft.train.finetune")
-    assert "Runtime.create(" in inspect.getsource(finetune)
+    setup = importlib.import_module("raft.train.finetune_setup")
+    assert "Runtime.create(" in inspect.getsource(setup)
 
 
 def test_atomic_writes_keep_the_usual_permissions(tmp_path):
