@@ -11,8 +11,7 @@ default backends are every CUDA one (`CUDA_BACKENDS`: triton, compile, eager).
 Models: one optimizer step (forward, backward, AdamW) of a BERT and a RAFT masked-LM of the
 same shape (sparse MLM head: only masked positions are projected onto the vocabulary, as in
 pretraining; SDPA attention); seeds and data are identical. Device and precision come from
-`raft.train.runtime`, as in pretraining: ``auto`` precision (bf16 autocast on a GPU that
-supports it, else fp16 with a grad scaler; fp32 on the CPU).
+`raft.train.runtime`, as in pretraining (``auto`` precision: `runtime.resolve_precision`).
 Pretraining (CUDA by default; ``--pretrain-steps``): tokens/s of a few steps of the real
 pretraining step (`raft.train.pretrain.train_step`: masking, micro-batches, sparse loss,
 AdamW, schedule) on a synthetic corpus, per variant (RAFT: per backend).
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from raft import checks
 from raft import rational as R
 from raft.train import runtime
 
@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="untimed calls per candidate first (HF comparison: steps per side, at least 1)")
     parser.add_argument("--output", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--precision", choices=checks.PRECISIONS, default="auto",
+                        help="of the model, pretraining and Hugging Face rows (auto: as `raft pretrain`)")
     parser.add_argument("--backends", default=None,
                         help=f"comma-separated rational backends to compare, from {','.join(R.BACKENDS)} "
                              f"(default: auto on the CPU, {','.join(CUDA_BACKENDS)} on CUDA)")
@@ -202,7 +204,7 @@ def kernel_rows(shapes, dtypes, device, backends, repeats, warmup, echo=print) -
 # ------------------------------------------------------------------ models
 def _mlm_step(model, opt, batch, rt: runtime.Runtime):
     """One pretraining step with a sparse MLM head (vocabulary projection of masked positions only),
-    in the runtime's precision (``auto``: bf16 autocast on CUDA, fp32 on CPU)."""
+    in the runtime's precision."""
     input_ids, labels = batch
     with rt.autocast():
         hidden = model.bert(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))[0]
@@ -236,7 +238,7 @@ def _masked_batch(batch: int, seq_len: int, vocab_size: int, device):
 
 
 def bench_models(name, device, backends, *, repeats: int, quick: bool = False, seq_len: int = 128,
-                 vocab_size: int = 30522, shape=None) -> dict:
+                 vocab_size: int = 30522, shape=None, precision: str = "auto") -> dict:
     """BERT vs RAFT optimizer steps of model shape `name` (`MODEL_SHAPES`, or `shape`), per backend."""
     from raft.modeling import RaftForMaskedLM, make_config
 
@@ -249,7 +251,7 @@ def bench_models(name, device, backends, *, repeats: int, quick: bool = False, s
         torch.manual_seed(0)
         model = RaftForMaskedLM(make_config(variant, **sizes)).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        models[variant] = (model, opt, runtime.Runtime.create(device, "auto"))  # one grad scaler per model
+        models[variant] = (model, opt, runtime.Runtime.create(device, precision))  # a grad scaler each
 
     def step(variant, backend=None):
         model, opt, rt = models[variant]
@@ -280,7 +282,7 @@ def bench_models(name, device, backends, *, repeats: int, quick: bool = False, s
 
 
 def model_rows(names, device, backends, *, repeats: int, quick: bool = False, seq_len: int = 128,
-               vocab_size: int = 30522, echo=print) -> list[dict]:
+               vocab_size: int = 30522, precision: str = "auto", echo=print) -> list[dict]:
     """`bench_models` for each name, printed as a table."""
     if names:
         echo(f"\n{'model':<10} {'batch':>5} {'backend':<8} {'bert step':>10} {'raft step':>10} {'ratio':>6} {'(min)':>6}   "
@@ -290,7 +292,7 @@ def model_rows(names, device, backends, *, repeats: int, quick: bool = False, se
         if name not in MODEL_SHAPES:
             raise runtime.UsageError(f"unknown model shape {name!r}; choose from {sorted(MODEL_SHAPES)}")
         row = bench_models(name, device, backends, repeats=repeats, quick=quick, seq_len=seq_len,
-                           vocab_size=vocab_size)
+                           vocab_size=vocab_size, precision=precision)
         rows.append(row)
         for b in backends:
             echo(f"{name:<10} {row['batch']:>5} {b:<8} {row['bert_step_ms'][b]:>10.1f}"
@@ -329,9 +331,10 @@ def write_synthetic_corpus(out, *, vocab_size: int = 30522, seq_len: int = 128, 
 
 
 def bench_pretraining(variant: str, device, corpus, *, shape, batch: int, steps: int, warmup: int = 2,
-                      backend: str | None = None, compile: bool = False, count_tokens: bool = False) -> dict:
+                      backend: str | None = None, compile: bool = False, count_tokens: bool = False,
+                      precision: str = "auto") -> dict:
     """Tokens/s of `steps` calls of the real pretraining step (`raft.train.pretrain.train_step`)
-    after `warmup` untimed ones, on `corpus` (nothing is written; precision auto). `count_tokens`:
+    after `warmup` untimed ones, on `corpus` (nothing is written). `count_tokens`:
     also the token ids the encoder received per timed step (not with `compile`)."""
     from raft import settings
     from raft.bench_pretrain import encoder_tokens
@@ -341,7 +344,8 @@ def bench_pretraining(variant: str, device, corpus, *, shape, batch: int, steps:
     model = settings.Model(num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=ffn)
     p = settings.Pretrain(max_steps=warmup + steps, batch_size=batch, warmup_ratio=0.0, save_steps=0,
                           eval_steps=0, compile=compile)
-    job = pretrain.Job(variant=variant, corpus=Path(corpus), output=Path(corpus) / "unused", device=str(device))
+    job = pretrain.Job(variant=variant, corpus=Path(corpus), output=Path(corpus) / "unused", device=str(device),
+                       precision=precision)
     world = runtime.Dist(str(device))
     try:
         run = pretrain.setup(model, settings.Rational(), p, job, world, time.perf_counter())
@@ -368,7 +372,8 @@ def bench_pretraining(variant: str, device, corpus, *, shape, batch: int, steps:
 
 
 def pretraining_rows(device, backends, *, shape, batch: int, steps: int, seq_len: int = 128,
-                     vocab_size: int = 30522, compile: bool = False, echo=print) -> list[dict]:
+                     vocab_size: int = 30522, compile: bool = False, precision: str = "auto",
+                     echo=print) -> list[dict]:
     """`bench_pretraining` for bert and for raft with each backend, on a synthetic corpus; a table."""
     echo(f"\n{'variant':<8} {'backend':<8} {'batch':>5} {'step ms':>9} {'tokens/s':>10}   "
          f"(the real pretraining step, {steps} steps{', compiled' if compile else ''})")
@@ -378,7 +383,7 @@ def pretraining_rows(device, backends, *, shape, batch: int, steps: int, seq_len
                                         n_train=max(2 * batch, 64), n_validation=8)
         for variant, backend in [("bert", None)] + [("raft", b) for b in backends]:
             row = bench_pretraining(variant, device, corpus, shape=shape, batch=batch, steps=steps,
-                                    backend=backend, compile=compile)
+                                    backend=backend, compile=compile, precision=precision)
             rows.append(row)
             echo(f"{variant:<8} {backend or '-':<8} {batch:>5} {row['step_ms']:>9.1f} {row['tokens_per_s']:>10.0f}")
     return rows
@@ -415,6 +420,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     runtime.set_num_threads(args.threads)
     device = runtime.select_device(args.device)
+    runtime.resolve_precision(args.precision, device)  # fp16 on the CPU: refused before any work
     backends = _parse_backends(args.backends, device)
     names, head_names = _parse_names(args.models, args.quick), _parse_names(args.sparse_head_models, args.quick)
     for name in names + head_names + [args.pretrain_model, args.hf_model]:
@@ -428,11 +434,11 @@ def _bench(args: argparse.Namespace) -> int:
     result["kernel"] = kernel_rows(_parse_shapes(args.shapes), kernel_dtypes(device), device, backends,
                                    args.repeats, args.warmup)
     result["models"] = model_rows(names, device, backends, repeats=args.repeats, quick=args.quick,
-                                  seq_len=args.seq_len, vocab_size=args.vocab_size)
+                                  seq_len=args.seq_len, vocab_size=args.vocab_size, precision=args.precision)
     if steps > 0:
         result["pretraining"] = pretraining_rows(device, backends, shape=MODEL_SHAPES[args.pretrain_model],
                                                  batch=args.pretrain_batch, steps=steps, seq_len=args.seq_len,
-                                                 vocab_size=args.vocab_size)
+                                                 vocab_size=args.vocab_size, precision=args.precision)
     result["sparse_head"] = bench_pretrain.sparse_head_rows(
         head_names, device, repeats=args.repeats, warmup=args.warmup, quick=args.quick, seq_len=args.seq_len,
         vocab_size=args.vocab_size)
@@ -440,7 +446,7 @@ def _bench(args: argparse.Namespace) -> int:
         shape = MODEL_SHAPES[args.hf_model]
         result["hf_trainer"] = bench_pretrain.hf_trainer_rows(
             device, shape=shape, batch=args.hf_batch or shape[5 if args.quick else 4], steps=hf_steps,
-            warmup=args.warmup, seq_len=args.seq_len, vocab_size=args.vocab_size)
+            warmup=args.warmup, seq_len=args.seq_len, vocab_size=args.vocab_size, precision=args.precision)
     if args.finetune_grid:
         result["finetune"] = _finetune_section(args)
     if args.output:

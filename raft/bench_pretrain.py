@@ -54,7 +54,7 @@ def encoder_tokens(model):
 
 # ------------------------------------------------------------------ our loop vs Hugging Face's recipe
 def hf_trainer_rows(device, *, shape, batch: int, steps: int, warmup: int = 2, seq_len: int = 128,
-                    vocab_size: int = 30522, echo=print) -> list[dict]:
+                    vocab_size: int = 30522, precision: str = "auto", echo=print) -> list[dict]:
     """Tokens/s of `raft pretrain`'s loop (variant bert) and of Hugging Face's Trainer recipe on one
     synthetic corpus (`batch` x (warmup + steps) sequences: one epoch for the Trainer); a table."""
     warmup = max(1, warmup)
@@ -62,7 +62,7 @@ def hf_trainer_rows(device, *, shape, batch: int, steps: int, warmup: int = 2, s
         corpus = bench.write_synthetic_corpus(Path(tmp) / "corpus", vocab_size=vocab_size, seq_len=seq_len,
                                               n_train=batch * (warmup + steps), n_validation=8)
         ours = bench.bench_pretraining("bert", device, corpus, shape=shape, batch=batch, steps=steps,
-                                       warmup=warmup, count_tokens=True)
+                                       warmup=warmup, count_tokens=True, precision=precision)
         hf = bench_hf_trainer(device, corpus, shape=shape, batch=batch, steps=steps, warmup=warmup,
                               precision=ours["precision"])
     rows = [{"side": "raft pretrain", **ours}, hf]

@@ -89,6 +89,10 @@ class Pretrain:
     adam_eps: float = setting(1e-8, "AdamW epsilon", identity=True)
     max_grad_norm: float = setting(0.0, "gradient clipping (0 = none)", identity=True)
     mlm_probability: float = setting(0.15, "masked share of tokens", identity=True)
+    output_bias: str = setting(
+        "zero", "initial MLM output bias: zero (BERT), or unigram (the train split's log token frequencies; "
+        "keeps small models from collapsing onto the frequency-only prediction)", identity=True,
+        choices=("zero", "unigram"))
     save_steps: int = setting(500, "checkpoint interval (0: only at the end / on a signal)")
     eval_steps: int = setting(500, "validation interval (0: only at the end)")
     logging_steps: int = setting(50, "steps per progress line")
@@ -119,7 +123,7 @@ class Finetune:
     batch_size: int = setting(32, "training batch size")
     eval_batch_size: int = setting(128, "evaluation batch size")
     max_seq_length: int = setting(128, "max tokens per sequence")
-    precision: str | None = setting(None, "auto: bf16 (else fp16) on GPU, fp32 on CPU (default: auto)",
+    precision: str | None = setting(None, "auto: bf16 (else fp16) on GPU; on CPU bf16 if native, else fp32 (default: auto)",
                                     choices=PRECISIONS)
     max_test_examples: int | None = setting(
         None, "testing only: evaluate the first K examples of each test set (labelled partial)")

@@ -22,13 +22,13 @@ def test_bench_smoke(tmp_path, monkeypatch):
     args = parser.parse_args(["--shapes", "4x8x16", "--repeats", "2", "--warmup", "1", "--device", "cpu",
                               "--backends", "cpp,eager", "--models", "tiny", "--vocab-size", "300",
                               "--seq-len", "16", "--sparse-head-models", "tiny", "--hf-model", "tiny",
-                              "--hf-steps", "2", "--output", str(out)])
+                              "--hf-steps", "2", "--precision", "bf16", "--output", str(out)])
     assert bench.main(args) == 0
     res = json.loads(out.read_text())
     assert [r["backend"] for r in res["kernel"]] == ["cpp", "eager"]
     assert res["kernel"][0]["fwd_bwd_ratio"] > 0
     assert res["models"][0]["model"] == "tiny" and set(res["models"][0]["ratio"]) == {"cpp", "eager"}
-    assert res["models"][0]["autocast"] is None  # precision auto (raft.train.runtime): fp32 on the CPU
+    assert res["models"][0]["autocast"] == "bf16"  # --precision reaches the model rows ...
     assert res["models"][0]["attention"] == "sdpa"
     assert "pretraining" not in res  # the pretraining rows are on by default on CUDA only
     head = res["sparse_head"][0]
@@ -41,6 +41,7 @@ def test_bench_smoke(tmp_path, monkeypatch):
     assert ours["tokens_per_step"] == hf["tokens_per_step"] == 2 * 16  # batch x seq_len, both measured
     for key in ("layers", "hidden", "batch", "seq_len", "steps", "precision", "parameters"):
         assert ours[key] == hf[key], key  # the same model, batch and precision on both sides
+    assert ours["precision"] == "bf16"  # ... and both sides of the Hugging Face comparison
 
 
 def test_bench_bad_backend_is_a_usage_error(capsys):
@@ -48,6 +49,8 @@ def test_bench_bad_backend_is_a_usage_error(capsys):
     bench.add_arguments(parser)
     assert bench.main(parser.parse_args(["--device", "cpu", "--backends", "cpp,fast"])) == 2
     assert "raft bench: error: unknown backend 'fast'" in capsys.readouterr().err
+    assert bench.main(parser.parse_args(["--device", "cpu", "--precision", "fp16"])) == 2
+    assert "raft bench: error: --precision fp16 needs a CUDA device" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the CUDA sections, called on the CPU
@@ -68,7 +71,7 @@ def test_kernel_and_model_tables_per_backend_and_dtype_on_cpu():
     assert [(r["backend"], r["dtype"], r["shape"]) for r in rows] == [("eager", "float32", [2, 4, 8])]
     assert "raf f+b" in lines[0] and lines[1].startswith("2x4x8")
     row = bench.bench_models("tiny", torch.device("cpu"), ["eager"], repeats=1, seq_len=8, vocab_size=200,
-                             shape=(1, 16, 2, 32, 2, 2))
+                             shape=(1, 16, 2, 32, 2, 2), precision="fp32")
     assert row["attention"] == "sdpa" and row["autocast"] is None
     assert row["raft_tokens_per_s"]["eager"] == pytest.approx(2 * 8 / (row["raft_step_ms"]["eager"] / 1e3))
 
@@ -76,7 +79,7 @@ def test_kernel_and_model_tables_per_backend_and_dtype_on_cpu():
 def test_pretraining_rows_run_the_real_step_on_cpu():
     lines = []
     rows = bench.pretraining_rows(torch.device("cpu"), ["eager"], shape=(1, 16, 2, 32), batch=4, steps=2,
-                                  seq_len=16, vocab_size=120, echo=lines.append)
+                                  seq_len=16, vocab_size=120, precision="fp32", echo=lines.append)
     assert [(r["variant"], r["backend"]) for r in rows] == [("bert", None), ("raft", "eager")]
     assert all(r["tokens_per_s"] > 0 and r["precision"] == "fp32" and r["seq_len"] == 16 for r in rows)
     assert len(lines) == 3 and "tokens/s" in lines[0]

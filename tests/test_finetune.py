@@ -60,7 +60,7 @@ def evaluate_saved(model_dir, data_dir, task, part, seed, n, max_test=48):
     else:
         ds = data.tests[part].select(range(min(max_test, len(data.tests[part]))))
     enc = encode(ds, tok, 128, info.is_regression)
-    rt = runtime.Runtime.create(torch.device("cpu"), "fp32")
+    rt = runtime.Runtime.create(torch.device("cpu"), "auto")  # as the run resolved it
     out = loop.predict(model, enc, batch_size=64, runtime=rt)
     metrics = data.metrics(out["logits"], enc.targets["labels"])
     if part != "dev" and not info.is_regression:  # as the run records it: labels its predictions used
@@ -410,7 +410,7 @@ def test_hyperparameters_hold_every_setting(rte_raft):
     want = settings.as_record(settings.Finetune(epochs=3, patience=2, max_test_examples=48, eval_batch_size=64,
                                                 lr=1e-3))
     assert {k: hp[k] for k in fields - {"precision"}} == {k: v for k, v in want.items() if k != "precision"}
-    assert hp["precision"] == "fp32"  # resolved (the setting is None: auto)
+    assert hp["precision"] == runtime.resolve_precision("auto", torch.device("cpu"))  # resolved (None: auto)
     assert (hp["schedule"], hp["split_seed"], hp["pool_fraction"]) == ("linear", 96, 0.75)
     assert (hp["total_steps"], hp["warmup_steps"]) == (3, 0)  # 32 examples, batch 32: a step per epoch
 

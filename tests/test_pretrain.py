@@ -29,7 +29,7 @@ TIME_KEYS = {"wall_time_s", "train_time_s", "tokens_per_s"}
 TINY = ["--num-layers", "2", "--hidden-size", "64", "--num-heads", "2", "--intermediate-size", "128",
         "--max-steps", "8", "--batch-size", "16", "--per-device-batch-size", "8", "--lr", "2e-3",
         "--save-steps", "2", "--eval-steps", "4", "--logging-steps", "2", "--snapshot-steps", "4",
-        "--keep-checkpoints", "2", "--seed", "7"]
+        "--keep-checkpoints", "2", "--seed", "7", "--precision", "fp32"]  # exact references (auto: bf16 where native)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,28 @@ def test_perplexity_is_exp_of_the_mean_masked_token_loss(runs, corpus):
     m = _metrics(out)
     assert m["eval_loss"] == pytest.approx(mean, rel=1e-5)
     assert m["perplexity"] == pytest.approx(math.exp(mean), rel=1e-5)
+
+
+@pytest.mark.parametrize("output_bias", ["zero", "unigram"])
+def test_the_output_bias_starts_at_zero_or_at_the_log_token_frequencies(corpus, tmp_path, output_bias):
+    from datasets import load_from_disk
+
+    from raft import settings
+    from raft.train.runtime import Dist
+
+    args = _args(corpus, tmp_path / "out", "bert", "--output-bias", output_bias)
+    run = pretrain.setup(*(settings.from_args(cls, args) for cls in (pretrain.Model, pretrain.Rational,
+                                                                    pretrain.Pretrain)),
+                         pretrain.Job.from_args(args), Dist("cpu"), 0.0)
+    bias = run.model.cls.predictions.bias.detach().double()
+    if output_bias == "zero":
+        assert not bias.any()
+        return
+    ids = torch.tensor(load_from_disk(str(corpus / "train"))["input_ids"]).flatten()
+    counts = torch.bincount(ids, minlength=len(bias)).double() + 0.1  # add-0.1 smoothing
+    assert torch.allclose(bias, (counts / counts.sum()).log(), atol=1e-5)
+    assert bias.argmax() == counts.argmax() and bias[counts == 0.1].max() < bias[counts > 1].min()
+    assert run.identity["output_bias"] == "unigram"
 
 
 def test_rafs_train_and_gelu_model_has_none(runs):

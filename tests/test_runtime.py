@@ -27,12 +27,20 @@ def bf16(monkeypatch):
 
 
 @pytest.mark.parametrize("device, has_bf16, expected", [
-    (CPU, True, "fp32"), (CPU, False, "fp32"), (CUDA, True, "bf16"), (CUDA, False, "fp16"),
+    (CPU, True, "bf16"), (CPU, False, "fp32"), (CUDA, True, "bf16"), (CUDA, False, "fp16"),
 ])
 @pytest.mark.parametrize("asked", ["auto", None])
-def test_auto_precision_per_device_type(bf16, device, has_bf16, expected, asked):
-    bf16(has_bf16)
+def test_auto_precision_per_device_type(bf16, monkeypatch, device, has_bf16, expected, asked):
+    bf16(has_bf16)  # the GPU's support, and the CPU's native bf16 units
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: has_bf16)
     assert runtime.resolve_precision(asked, device) == expected
+
+
+def test_native_cpu_bf16_is_read_from_torchs_cpu_probes(monkeypatch):
+    for avx512_bf16, amx, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert runtime.cpu_has_native_bf16() is expected
 
 
 @pytest.mark.parametrize("asked", ["fp32", "bf16", "fp16"])
@@ -60,6 +68,7 @@ def test_auto_on_a_gpu_without_bf16_gets_a_grad_scaler(bf16, monkeypatch):
     assert rt.precision == "fp16" and rt.scaler is not None
     bf16(True)
     assert runtime.Runtime.create(CUDA, "auto").scaler is None
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     assert runtime.Runtime.create(CPU, "auto") == runtime.Runtime(CPU, "fp32", None)
 
 
@@ -76,7 +85,8 @@ def test_pretraining_and_fine_tuning_resolve_through_the_runtime(tmp_path, monke
     assert pretrain.run(parser.parse_args(base)) == 0
     assert calls == [("auto", "cpu")]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["precision"] == metrics["hyperparameters"]["precision"] == "fp32"
+    expected = "bf16" if runtime.cpu_has_native_bf16() else "fp32"
+    assert metrics["precision"] == metrics["hyperparameters"]["precision"] == expected
     # fp16 on the CPU: refused before the corpus is read, naming the flag (exit 2)
     args = parser.parse_args([*base, "--precision", "fp16", "--corpus", str(tmp_path / "missing")])
     assert pretrain.run(args) == runtime.EXIT_USAGE

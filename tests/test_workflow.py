@@ -137,7 +137,7 @@ def dry_run(tmp_path, *args, env=None, timeout=300):
 
 
 def test_dry_run_quick_default(tmp_path):
-    """The default (quick) config: every rule, both variants, 5 tasks x N=100 x 3 seeds."""
+    """The default (quick) config: every rule, both variants, every task x N x 3 seeds."""
     proc = dry_run(tmp_path)
     assert proc.returncode == 0, output_of(proc)
     counts = job_counts(proc.stdout)

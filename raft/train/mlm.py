@@ -67,6 +67,13 @@ def mask_eval_set(input_ids, seed: int = EVAL_MASK_SEED, chunk: int = EVAL_MASK_
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def unigram_log_frequencies(ids: torch.Tensor, vocab_size: int, smoothing: float = 0.1) -> torch.Tensor:
+    """Log relative frequency of each token id in `ids` (add-`smoothing` counts): the output bias
+    with which a masked-LM starts at the frequency-only prediction instead of learning it."""
+    counts = torch.bincount(ids.reshape(-1).long(), minlength=vocab_size).double() + smoothing
+    return (counts / counts.sum()).log().float()
+
+
 def masked_positions(labels: torch.Tensor):
     """Flat indices of the masked positions of a (batch, seq) label tensor, and their targets."""
     flat = labels.reshape(-1)

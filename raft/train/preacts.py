@@ -89,8 +89,9 @@ class _Accumulator:
 
     def _add_values(self, x: torch.Tensor) -> None:
         finite = torch.isfinite(x)
-        self.nonfinite += (~finite).sum()
-        x = x[finite]
+        if not bool(finite.all()):  # the copy only where there is something to leave out
+            self.nonfinite += (~finite).sum()
+            x = x[finite]
         if x.numel() == 0:
             return
         self.counts += torch.bincount(torch.bucketize(x, self.edges, right=True), minlength=BINS + 2)

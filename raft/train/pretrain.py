@@ -5,8 +5,7 @@ A plain PyTorch loop (nanoGPT style) over a corpus prepared by `raft prepare-cor
 - settings: the flags come from `raft.settings` (Model, Rational, Pretrain; the workflow builds
   the same flags from its config), plus the command-level --corpus / --output /
   --checkpoint-dir / --variant / --precision / --device (`Job`); device, precision (``auto``:
-  bf16 on a GPU that supports it, else fp16 with a grad scaler; fp32 on the CPU), processes and
-  exit codes come from `raft.train.runtime`, as for fine-tuning;
+  `runtime.resolve_precision`), processes and exit codes come from `raft.train.runtime`, as for fine-tuning;
 - data (`pretrain_data`): the token ids are held in memory as one int16/int32 tensor; the
   sequence order is a seeded permutation per epoch (epochs wrap around); optimisation step s uses
   positions [s*B, (s+1)*B) of that stream, split into per-process slices and micro-batches;
@@ -76,6 +75,7 @@ from raft.train.mlm import (
     derive_seed,
     masked_positions,
     mlm_loss_sum,
+    unigram_log_frequencies,
 )
 from raft.train.pretrain_data import Batches, Data, load_data
 from raft.train.pretrain_record import (
@@ -116,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--variant", required=True, choices=["bert", "raft"])
     g.add_argument("--precision", choices=checks.PRECISIONS, default="auto",
-                   help="auto: bf16 on a CUDA GPU that supports it, else fp16 (grad scaler); fp32 on the CPU")
+                   help="auto: bf16 on a CUDA GPU that supports it, else fp16 (grad scaler); on the CPU bf16 where native, else fp32")
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto: this process's GPU if there is one")
     settings.add_flags(p, Model)
     settings.add_flags(p, Rational, "rational (the RAFs; raft only)")
@@ -236,6 +236,9 @@ def setup(model: Model, rational: Rational, pretrain: Pretrain, job: Job, world:
 
     runtime.seed_everything(pretrain.seed)
     config, net = build_model(job.variant, model, rational, data, rt.device)
+    if pretrain.output_bias == "unigram":  # a resumed run's checkpoint overwrites it
+        with torch.no_grad():
+            net.cls.predictions.bias.copy_(unigram_log_frequencies(data.train, config.vocab_size))
     if world.rank:  # different dropout masks per process
         torch.manual_seed(derive_seed(pretrain.seed, world.rank))
     optimizer = build_optimizer(net, lr=pretrain.lr, weight_decay=pretrain.weight_decay, rational_lr=rational.lr,
