@@ -22,7 +22,8 @@ from raft.train.checkpoint import EXIT_PREEMPTED
 
 TINY = ["--num-layers", "1", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64",
         "--dropout", "0", "--max-steps", "4", "--batch-size", "8", "--lr", "2e-3", "--save-steps", "2",
-        "--eval-steps", "4", "--logging-steps", "1", "--snapshot-steps", "2", "--seed", "7"]
+        "--eval-steps", "4", "--logging-steps", "1", "--snapshot-steps", "2", "--seed", "7",
+        "--precision", "fp32"]  # close comparisons (auto: bf16 where the CPU has it)
 
 
 def _pretrain(corpus, out, *extra, on_step=None) -> int:

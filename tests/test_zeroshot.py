@@ -14,6 +14,9 @@ import torch
 from test_data_zeroshot import hub_rows, write_snli_jsonl, write_triviaqa
 
 from raft.cli import main as cli
+from raft.train.runtime import resolve_precision
+
+AUTO = resolve_precision("auto", torch.device("cpu"))  # what the records hold: bf16 where the CPU has it
 
 MNLI_SOURCE = {"task": "mnli", "variant": "bert", "n": "full", "seed": 2022, "mode": "full",
                "sources": {"train": "local-subset", "test": "local"}, "partial_data": True,
@@ -88,7 +91,7 @@ def test_snli_record(models, data_root, tmp_path):
     assert m["sources"] == {"train": "local-subset", "test": "local"} and m["substitute"] is False
     assert m["partial_data"] is True  # the model was fine-tuned on a local subset of MNLI
     assert "fine-tuned model: MNLI training data: a local sample" in m["data_notes"]
-    assert m["hyperparameters"] == {"max_seq_length": 64, "eval_batch_size": 16, "precision": "fp32",
+    assert m["hyperparameters"] == {"max_seq_length": 64, "eval_batch_size": 16, "precision": AUTO,
                                     "from_source_metrics": ["max_seq_length"]}
     assert 1 <= m["distinct_predictions"]["test"] <= 3
     assert m["constant_predictions"] is (m["distinct_predictions"]["test"] == 1)
@@ -136,7 +139,7 @@ def test_triviaqa_record(models, data_root, tmp_path):
     assert s["features"]["test"] >= 2
     assert m["substitute"] is False and m["sources"] == {"train": "local", "test": "local"} and not m["partial_data"]
     assert m["hyperparameters"] == {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16,
-                                    "max_answer_length": 10, "n_best": 5, "eval_batch_size": 4, "precision": "fp32",
+                                    "max_answer_length": 10, "n_best": 5, "eval_batch_size": 4, "precision": AUTO,
                                     "max_num_tokens": 800, "from_source_metrics": [
                                         "max_seq_length", "doc_stride", "max_query_length", "max_answer_length",
                                         "n_best"]}
