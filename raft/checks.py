@@ -18,6 +18,7 @@ INITS_PATH = Path(__file__).with_name("inits.json")
 POOLER = "pooler"
 SQUAD_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTO_PRECISION = "auto: bf16 on a GPU that has it, else fp16; on a CPU bf16 where native, else fp32"  # help text
 
 
 class SettingError(ValueError):

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from raft.checks import PRECISIONS
+from raft.checks import AUTO_PRECISION, PRECISIONS
 
 
 def setting(default, help: str, *, identity: bool = False, choices=None):
@@ -123,7 +123,7 @@ class Finetune:
     batch_size: int = setting(32, "training batch size")
     eval_batch_size: int = setting(128, "evaluation batch size")
     max_seq_length: int = setting(128, "max tokens per sequence")
-    precision: str | None = setting(None, "auto: bf16 (else fp16) on GPU; on CPU bf16 if native, else fp32 (default: auto)",
+    precision: str | None = setting(None, f"{AUTO_PRECISION} (default: auto)",
                                     choices=PRECISIONS)
     max_test_examples: int | None = setting(
         None, "testing only: evaluate the first K examples of each test set (labelled partial)")

@@ -116,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--variant", required=True, choices=["bert", "raft"])
     g.add_argument("--precision", choices=checks.PRECISIONS, default="auto",
-                   help="auto: bf16 on a CUDA GPU that supports it, else fp16 (grad scaler); on the CPU bf16 where native, else fp32")
+                   help=checks.AUTO_PRECISION)
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto: this process's GPU if there is one")
     settings.add_flags(p, Model)
     settings.add_flags(p, Rational, "rational (the RAFs; raft only)")
