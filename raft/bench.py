@@ -17,7 +17,8 @@ pretraining step (`raft.train.pretrain.train_step`: masking, micro-batches, spar
 AdamW, schedule) on a synthetic corpus, per variant (RAFT: per backend).
 Sparse head and Hugging Face recipe (`raft.bench_pretrain`; on by default): the sparse MLM head
 against the dense one, and our pretraining loop against Trainer + BertForMaskedLM +
-DataCollatorForLanguageModeling (run_mlm.py's recipe), tokens/s of both and their ratio.
+DataCollatorForLanguageModeling (run_mlm.py's recipe), tokens/s of both and their ratio
+(``--compile``: also ours compiled, as `raft pretrain --compile`).
 
 The sections are plain functions (`kernel_rows`, `model_rows`, `pretraining_rows`,
 `bench_pretrain.sparse_head_rows`, `bench_pretrain.hf_trainer_rows`) that take their device, so
@@ -81,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf-steps", type=int, default=None,
                         help="timed steps per side of our pretraining loop vs Hugging Face's Trainer recipe "
                              "(default: 40 on CUDA, 3 on the CPU; 0 = off)")
+    parser.add_argument("--compile", action="store_true",
+                        help="pretraining rows as `raft pretrain --compile`, and a compiled row of ours in the "
+                             "Hugging Face comparison (compilation falls in the untimed warm-up steps)")
     parser.add_argument("--hf-model", default="bert-mini", help="model shape of the Hugging Face comparison")
     parser.add_argument("--hf-batch", type=int, default=None,
                         help="sequences per step of the Hugging Face comparison (default: the model shape's batch)")
@@ -438,7 +442,8 @@ def _bench(args: argparse.Namespace) -> int:
     if steps > 0:
         result["pretraining"] = pretraining_rows(device, backends, shape=MODEL_SHAPES[args.pretrain_model],
                                                  batch=args.pretrain_batch, steps=steps, seq_len=args.seq_len,
-                                                 vocab_size=args.vocab_size, precision=args.precision)
+                                                 vocab_size=args.vocab_size, compile=args.compile,
+                                                 precision=args.precision)
     result["sparse_head"] = bench_pretrain.sparse_head_rows(
         head_names, device, repeats=args.repeats, warmup=args.warmup, quick=args.quick, seq_len=args.seq_len,
         vocab_size=args.vocab_size)
@@ -446,7 +451,8 @@ def _bench(args: argparse.Namespace) -> int:
         shape = MODEL_SHAPES[args.hf_model]
         result["hf_trainer"] = bench_pretrain.hf_trainer_rows(
             device, shape=shape, batch=args.hf_batch or shape[5 if args.quick else 4], steps=hf_steps,
-            warmup=args.warmup, seq_len=args.seq_len, vocab_size=args.vocab_size, precision=args.precision)
+            warmup=args.warmup, seq_len=args.seq_len, vocab_size=args.vocab_size, precision=args.precision,
+            compile=args.compile)
     if args.finetune_grid:
         result["finetune"] = _finetune_section(args)
     if args.output:

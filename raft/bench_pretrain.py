@@ -11,7 +11,9 @@ Each side runs `warmup` untimed steps (at least 1), then `steps` timed ones, one
 other; tokens/s = batch x sequence length x timed steps / their seconds (HF: from the end of the
 last warm-up step to the end of the last step, data loading included, by a `TrainerCallback`).
 Both sides count the token ids their encoder receives (a forward pre-hook), so a row shows what
-each side trained on. `ratio` is a side's tokens/s over the HF recipe's.
+each side trained on (not the compiled row). `ratio` is a side's tokens/s over the HF recipe's.
+With ``compile``, a third row: our loop as `raft pretrain --compile` (its compilation falls in the
+warm-up steps).
 
 Sparse head (`sparse_head_rows`): forward+backward of a BERT masked-LM with the stock dense loss
 (every position projected onto the vocabulary) and with the sparse head of pretraining
@@ -54,26 +56,29 @@ def encoder_tokens(model):
 
 # ------------------------------------------------------------------ our loop vs Hugging Face's recipe
 def hf_trainer_rows(device, *, shape, batch: int, steps: int, warmup: int = 2, seq_len: int = 128,
-                    vocab_size: int = 30522, precision: str = "auto", echo=print) -> list[dict]:
-    """Tokens/s of `raft pretrain`'s loop (variant bert) and of Hugging Face's Trainer recipe on one
-    synthetic corpus (`batch` x (warmup + steps) sequences: one epoch for the Trainer); a table."""
+                    vocab_size: int = 30522, precision: str = "auto", compile: bool = False,
+                    echo=print) -> list[dict]:
+    """Tokens/s of `raft pretrain`'s loop (variant bert; `compile`: also with --compile, whose
+    compilation falls in the warm-up steps) and of Hugging Face's Trainer recipe on one synthetic
+    corpus (`batch` x (warmup + steps) sequences: one epoch for the Trainer); a table."""
     warmup = max(1, warmup)
     with tempfile.TemporaryDirectory(prefix="raft-bench-") as tmp:
         corpus = bench.write_synthetic_corpus(Path(tmp) / "corpus", vocab_size=vocab_size, seq_len=seq_len,
                                               n_train=batch * (warmup + steps), n_validation=8)
-        ours = bench.bench_pretraining("bert", device, corpus, shape=shape, batch=batch, steps=steps,
-                                       warmup=warmup, count_tokens=True, precision=precision)
+        rows = [{"side": "raft pretrain" + (" --compile" if c else ""), **bench.bench_pretraining(
+            "bert", device, corpus, shape=shape, batch=batch, steps=steps, warmup=warmup, count_tokens=not c,
+            precision=precision, compile=c)} for c in (False, True)[:1 + compile]]
         hf = bench_hf_trainer(device, corpus, shape=shape, batch=batch, steps=steps, warmup=warmup,
-                              precision=ours["precision"])
-    rows = [{"side": "raft pretrain", **ours}, hf]
+                              precision=rows[0]["precision"])
+    rows.append(hf)
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / hf["tokens_per_s"]
-    echo(f"\n{'side':<13} {'layers x hidden':>15} {'batch':>5} {'steps':>5} {'step ms':>9} {'tokens/s':>10} "
+    echo(f"\n{'side':<23} {'layers x hidden':>15} {'batch':>5} {'steps':>5} {'step ms':>9} {'tokens/s':>10} "
          f"{'ratio':>6}   (pretraining loop vs HF Trainer + BertForMaskedLM + DataCollatorForLanguageModeling, "
-         f"{ours['precision']}, vocab {vocab_size})")
+         f"{hf['precision']}, vocab {vocab_size})")
     for row in rows:
         size = f"{row['layers']} x {row['hidden']}"
-        echo(f"{row['side']:<13} {size:>15} {row['batch']:>5} {row['steps']:>5}"
+        echo(f"{row['side']:<23} {size:>15} {row['batch']:>5} {row['steps']:>5}"
              f" {row['step_ms']:>9.1f} {row['tokens_per_s']:>10.0f} {row['ratio']:>6.2f}")
     return rows
 

@@ -323,3 +323,25 @@ def test_aggregate_missing_files_are_still_fine(tmp_path):
     assert agg._read_json(results / "pretrain" / "raft" / "metrics.json") is None
     assert cli(["aggregate", "--results", str(results), "--output", str(tmp_path / "tables")]) == 0
     assert (tmp_path / "tables" / "glue.csv").read_text().count("\n") > 1
+
+
+# ------------------------------------------------------------------------------- --compile
+def test_compile_without_a_cpp_compiler_is_refused_before_any_data_work(tiny_pretrained, tmp_path, capsys,
+                                                                        monkeypatch, no_training):
+    from torch._inductor import cpp_builder, exc
+
+    def no_compiler():
+        raise exc.InvalidCxxCompiler
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    message = ("error: --compile (the config's compile: true) on the CPU needs a C++ compiler for torch.compile, "
+               "and none was found")
+    rc = _run_cli(["pretrain", "--corpus", str(tmp_path / "no-corpus"), "--output", str(tmp_path / "pre"),
+                   "--variant", "bert", "--device", "cpu", "--compile"])
+    assert rc == 2 and f"raft pretrain: {message}" in capsys.readouterr().err  # not the missing corpus
+    out = tmp_path / "run" / "metrics.json"
+    rc = _run_cli(["finetune-glue", "--pretrained", str(tiny_pretrained["bert"]), "--task", "rte", "--n", "16",
+                   "--seed", "1", "--output", str(out), "--data-dir", str(tmp_path / "no-data"), "--compile", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"raft finetune-glue: {message}" in err and "Traceback" not in err
+    assert not out.exists()

@@ -85,6 +85,20 @@ def test_pretraining_rows_run_the_real_step_on_cpu():
     assert len(lines) == 3 and "tokens/s" in lines[0]
 
 
+def test_the_hugging_face_comparison_has_a_compiled_row_of_ours_with_compile():
+    lines = []
+    rows = bench_pretrain.hf_trainer_rows(torch.device("cpu"), shape=(1, 16, 2, 32), batch=2, steps=1, warmup=1,
+                                          seq_len=16, vocab_size=120, precision="fp32", compile=True,
+                                          echo=lines.append)
+    assert [(r["side"], r.get("compile")) for r in rows] == [
+        ("raft pretrain", False), ("raft pretrain --compile", True), ("hf trainer", None)]
+    assert all(r["tokens_per_s"] > 0 and r["precision"] == "fp32" for r in rows)
+    assert rows[1]["ratio"] == pytest.approx(rows[1]["tokens_per_s"] / rows[2]["tokens_per_s"])
+    assert "tokens_per_step" not in rows[1] and rows[0]["tokens_per_step"] == 2 * 16
+    assert [line.split()[:3] for line in lines[1:]] == [["raft", "pretrain", "1"], ["raft", "pretrain", "--compile"],
+                                                        ["hf", "trainer", "1"]]
+
+
 def test_sparse_head_rows_match_the_dense_loss_on_cpu():
     lines = []
     rows = bench_pretrain.sparse_head_rows([], torch.device("cpu"), repeats=1, warmup=0, echo=lines.append)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ from raft.modeling import (
     rational_modules,
 )
 from raft.modes import MODES, apply_mode
-from raft.optim import build_optimizer, build_scheduler
+from raft.optim import build_optimizer, build_scheduler, param_groups
 from raft.rational import Rational, init_coefficients
 
 SIZES = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
@@ -195,3 +197,24 @@ def test_optimizer_groups_and_schedules():
     assert lrs[109]["rational"] == pytest.approx(5e-3) and lrs[109]["decay"] == pytest.approx(1e-5)
     with pytest.raises(ValueError, match="'cosine'"):
         build_scheduler(opt, 0, 10, rational_schedule="cosine")
+
+
+def test_the_optimizer_is_torchs_fused_adamw_where_it_can_be_and_steps_like_the_default_one():
+    torch.manual_seed(0)
+    model = _model(RaftForMaskedLM, "raft")
+    twin = copy.deepcopy(model)
+    fused = build_optimizer(model, lr=1e-2, weight_decay=0.01, rational_lr=5e-3, rational_weight_decay=0.1)
+    assert fused.defaults["fused"] is True
+    plain = torch.optim.AdamW(param_groups(twin, 0.01, 5e-3, 0.1), lr=1e-2, eps=1e-8)  # for-each
+    ids = torch.randint(0, SIZES["vocab_size"], (4, 8))
+    for net, opt in ((model, fused), (twin, plain)):
+        for step in range(3):
+            torch.manual_seed(step)  # the same dropout masks
+            net(ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):  # steps of 1e-2, equal to 1e-5
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)  # (key biases: zero gradients, noise)
+    with torch.device("meta"):  # a device without the fused kernel: the default optimizer
+        meta = _model(RaftForMaskedLM, "bert")
+    assert build_optimizer(meta, lr=1e-3).defaults["fused"] is False

@@ -19,6 +19,7 @@ from tiny_corpus import _one_thread, make_tiny_corpus  # noqa: F401 (_one_thread
 from raft.analysis import findings, plots, preacts, reference_rafs, shapes
 from raft.modeling import RaftForSequenceClassification, make_config
 from raft.train import loop, pretrain
+from raft.train import preact_records as fmt
 from raft.train import preacts as collection
 from raft.train.runtime import Runtime
 
@@ -30,10 +31,10 @@ STATS = ("count", "tokens", "underflow", "overflow", "min", "max")
 def record_of(values, tokens: int | None = None) -> dict:
     """A record (as `collect` writes one) of the given values, histogrammed with numpy."""
     v = np.asarray(values, dtype=np.float64).ravel()
-    counts, _ = np.histogram(v, collection.EDGES)
-    return {"edges": collection.EDGES.tolist(), "counts": counts.tolist(), "count": v.size,
-            "tokens": v.size if tokens is None else tokens, "underflow": int((v < collection.LIMITS[0]).sum()),
-            "overflow": int((v >= collection.LIMITS[1]).sum()), "min": float(v.min()), "max": float(v.max()),
+    counts, _ = np.histogram(v, fmt.EDGES)
+    return {"edges": fmt.EDGES.tolist(), "counts": counts.tolist(), "count": v.size,
+            "tokens": v.size if tokens is None else tokens, "underflow": int((v < fmt.LIMITS[0]).sum()),
+            "overflow": int((v >= fmt.LIMITS[1]).sum()), "min": float(v.min()), "max": float(v.max()),
             "mean": float(v.mean()), "std": float(v.std())}
 
 
@@ -84,11 +85,32 @@ def test_hooks_count_exactly_the_real_tokens(variant):
         for key in STATS:
             assert rec[key] == ref[key], (name, key)
         assert rec["mean"] == pytest.approx(ref["mean"]) and rec["std"] == pytest.approx(ref["std"])
-        assert (rec["q005"], rec["q995"]) == collection.mass_interval(rec)
+        assert (rec["q005"], rec["q995"]) == fmt.mass_interval(rec)
     assert got["layer.0"]["underflow"] > 0 and got["layer.0"]["overflow"] > 0
     assert got["layer.0"]["activation"] == ("Rational" if variant == "raft" else "GELUActivation")
     assert got["pooler"]["activation"] == ("Rational" if variant == "raft" else "Tanh")
     assert model.training is False and not any(m._forward_hooks for m in collection.activation_modules(model).values())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_inputs_counted_per_bit_pattern_give_the_same_record(dtype):
+    """Autocast's 16-bit activations take the bit-pattern path; the record equals the one of the
+    same values counted one by one in float64 (edges, infinities and NaN included)."""
+    torch.manual_seed(0)
+    x = (torch.randn(40, 7, 24) * 6).to(dtype)
+    x.view(-1)[:6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 10.0, -10.0, 0.1]).to(dtype)
+    mask = torch.ones(40, 7, dtype=torch.long)
+    mask[3:, 5:] = 0
+    fast, slow = collection._Accumulator(torch.device("cpu")), collection._Accumulator(torch.device("cpu"))
+    for rows in (slice(0, 25), slice(25, 40)):  # two batches
+        fast.add(x[rows], mask[rows])
+        slow.add(x[rows].double(), mask[rows])
+    assert set(fast.patterns) == {dtype} and not slow.patterns
+    got, want = fast.raw(), slow.raw()
+    assert got["counts"] == want["counts"] and got["counts"][0] > 0 and got["counts"][-1] > 0
+    assert got["nonfinite"] == want["nonfinite"] == 3 and got["extremes"] == want["extremes"]
+    assert (got["tokens"], got["width"]) == (want["tokens"], want["width"]) == (int(mask.sum()), 24)
+    assert got["moments"] == pytest.approx(want["moments"], rel=1e-12)
 
 
 def test_padding_does_not_change_the_counts():
@@ -136,12 +158,16 @@ def test_finetune_preactivations_over_an_encoded_part():
 
 
 def test_one_owner_and_no_analysis_in_training():
-    """The analysis module uses the collection module's record format, and recording pulls in
-    neither the analysis layer nor pandas."""
+    """The analysis module uses the record format's module, recording pulls in neither the
+    analysis layer nor pandas, and the notebooks' analysis imports no torch (a faster kernel start)."""
     for name in ("BINS", "LIMITS", "EDGES", "MASS", "FILE", "FINETUNE_KEY", "POOLER", "quantile", "mass_interval"):
-        assert getattr(preacts, name) is getattr(collection, name), name
+        assert getattr(preacts, name) is getattr(fmt, name), name
     code = ("import sys, raft.train.pretrain, raft.train.pretrain_record, raft.train.preacts; "
             "print([m for m in sys.modules if m.startswith('raft.analysis') or m == 'pandas'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    code = ("import sys, raft.analysis.aggregate, raft.analysis.findings, raft.analysis.plots, raft.analysis.report; "
+            "print([m for m in sys.modules if m == 'torch' or m.startswith('raft.train.preacts')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -207,7 +233,7 @@ def pretrained(tmp_path_factory):
 @pytest.mark.parametrize("variant", ["bert", "raft"])
 def test_pretrain_writes_histograms_of_every_layer(pretrained, variant):
     runs, real_tokens = pretrained
-    rec = json.loads((runs[variant] / collection.FILE).read_text())
+    rec = json.loads((runs[variant] / fmt.FILE).read_text())
     assert (rec["variant"], rec["steps"], rec["split"], rec["sequences"], rec["masked"]) == (variant, 2, "validation",
                                                                                            10, False)
     assert list(rec["layers"]) == ["layer.0", "layer.1"]  # the masked-LM model has no pooler

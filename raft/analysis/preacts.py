@@ -1,12 +1,13 @@
 """Where the RAFs act: analysis of the FFN pre-activation histograms (the activation's *inputs*).
 
 The records are collected from a running model by `raft.train.preacts` (`collect`, called by
-`raft pretrain` and by fine-tuning), which owns the record format and its constants (``BINS``,
-``LIMITS``, ``EDGES``, ``MASS``, ``FILE``, ``FINETUNE_KEY``, ``POOLER``; re-exported here) and
-describes it; docs/architecture.md has the files.
+`raft pretrain` and by fine-tuning); `raft.train.preact_records` (numpy only: no torch in the
+notebooks) owns and describes the record format and its constants (``BINS``, ``LIMITS``,
+``EDGES``, ``MASS``, ``FILE``, ``FINETUNE_KEY``, ``POOLER``; re-exported here);
+docs/architecture.md has the files.
 
 Analysis (pure numpy on such records): `quantile` / `mass_interval` (the central interval holding
-a given mass; from `raft.train.preacts`, which fills a record's ``q005`` / ``q995`` with them),
+a given mass; from `raft.train.preact_records`, which fills a record's ``q005`` / ``q995`` with them),
 `bin_density`, `pool` (records of several runs summed), `distance_from_gelu` (a RAF against exact
 GELU on an interval: RMS and max |F - GELU|, and the RMS weighted by the histogram's mass); the
 result-file readers `load_pretrain` / `load_finetuned` / `load_results` and the per-layer table
@@ -26,7 +27,7 @@ import pandas as pd
 from raft.analysis import aggregate as agg
 from raft.analysis import shapes
 from raft.analysis.report import fmt, fmt_int
-from raft.train.preacts import (  # noqa: F401 (re-exported: the record format and its quantiles)
+from raft.train.preact_records import (  # noqa: F401 (re-exported: the record format and its quantiles)
     BINS,
     EDGES,
     FILE,

@@ -52,7 +52,8 @@ from raft.data import split
 from raft.train import runtime
 from raft.train.finetune_setup import Session, check_output_path, open_session, request_sha1, reuse
 from raft.train.loop import FitResult, train_with_settings
-from raft.train.preacts import FINETUNE_KEY, finetune_preactivations
+from raft.train.preact_records import FINETUNE_KEY
+from raft.train.preacts import finetune_preactivations
 from raft.train.runtime import UsageError
 from raft.train.token_cache import ids_sha1
 

@@ -79,6 +79,8 @@ def open_session(settings, job: Job, adapter: Adapter, cache_dir) -> Session:
     check_values(settings)
     adapter.check(settings)
     rt = runtime.Runtime.create(runtime.select_device(job.device), settings.precision)
+    if getattr(settings, "compile", False):
+        runtime.check_compile(rt.device)
     config = load_config(job.pretrained, **adapter.config_overrides())
     positions = int(getattr(config, "max_position_embeddings", settings.max_seq_length))
     runtime.check(checks.check_max_seq_length, settings.max_seq_length, positions)

@@ -8,17 +8,7 @@ batches, in eval mode. Only real tokens count: positions whose ``attention_mask`
 are left out; the pooler sees one token per sequence ([CLS]). `finetune_preactivations` does
 this over a fine-tuning data part (`raft.train.loop.Encoded`).
 
-This module owns the record format (the constants below; docs/architecture.md). One layer's
-record (JSON): ``activation`` (the module's class: Rational, GELUActivation, Tanh), ``tokens``
-(real tokens seen), ``width`` (values per token: the FFN's intermediate size, the pooler's hidden
-size), ``count`` (finite values = tokens x width), ``nonfinite`` (NaN / inf values, left out),
-``edges`` (``BINS`` + 1 fixed edges on ``LIMITS``), ``counts`` (values in [edge_i, edge_i+1)),
-``underflow`` / ``overflow`` (values below the first edge / at or above the last), exact
-``min``, ``max``, ``mean``, ``std`` and ``q005`` / ``q995``: the 0.5 % and 99.5 % quantiles,
-read from the histogram (`quantile`: linear within a bin, so within one bin width, 0.1, inside
-``LIMITS``; in the under/overflow tail, between the edge and the exact min / max). Statistics
-of an empty record are None. `raft pretrain` writes them to ``FILE``; fine-tuning stores them in
-metrics.json under ``FINETUNE_KEY``. The analysis of such records is `raft.analysis.preacts`.
+The record format (constants, `record`, quantiles) is `raft.train.preact_records`'s.
 
 Only torch / numpy and raft.train / raft.modeling are imported here: the training processes
 do not load the analysis layer (pandas).
@@ -34,14 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-BINS = 200
-LIMITS = (-10.0, 10.0)
-EDGES = np.linspace(LIMITS[0], LIMITS[1], BINS + 1)
-MASS = 0.99  # q005 / q995 of a record bound this central share of its values (the shapes notebook's interval too)
-FILE = "preactivations.json"  # results/pretrain/{variant}/FILE
-FINETUNE_KEY = "preactivations"  # fine-tuning metrics.json: {FINETUNE_KEY: {"dev": {layer: record}}}
-POOLER = "pooler"
+from raft.train.preact_records import BINS, EDGES, POOLER, record
+
 CHUNK = 1 << 24  # values histogrammed at a time (float64 copies of at most 128 MiB)
+PATTERN_DTYPES = (torch.bfloat16, torch.float16)  # counted per bit pattern (`_Accumulator`)
 
 
 # ------------------------------------------------------------------ collection
@@ -62,7 +48,9 @@ def activation_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class _Accumulator:
-    """One layer's running histogram and moments, kept on the model's device."""
+    """One layer's running histogram and moments, kept on the model's device. 16-bit float inputs
+    (autocast's) are counted per bit pattern (65,536 of them: one bincount, ~15x faster than
+    bucketing every value) and folded into bins and moments, exactly, by `raw`."""
 
     def __init__(self, device: torch.device):
         self.edges = torch.tensor(EDGES, dtype=torch.float64, device=device)
@@ -70,6 +58,7 @@ class _Accumulator:
         self.moments = torch.zeros(2, dtype=torch.float64, device=device)  # sum, sum of squares
         self.extremes = torch.tensor([math.inf, -math.inf], dtype=torch.float64, device=device)
         self.nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self.patterns: dict[torch.dtype, torch.Tensor] = {}  # 16-bit dtype -> count per bit pattern
         self.tokens, self.width = 0, None
 
     def add(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -84,54 +73,60 @@ class _Accumulator:
             raise ValueError(f"inputs of width {x.shape[-1]} after {self.width}")
         self.tokens += x.shape[0]
         self.width = int(x.shape[-1])
-        for chunk in x.detach().flatten().split(CHUNK):  # bounded float64 copies
+        flat = x.detach().flatten()
+        if flat.dtype in PATTERN_DTYPES:
+            codes = flat.contiguous().view(torch.int16).int() + (1 << 15)
+            seen = torch.bincount(codes, minlength=1 << 16)
+            self.patterns[flat.dtype] = self.patterns[flat.dtype] + seen if flat.dtype in self.patterns else seen
+            return
+        for chunk in flat.split(CHUNK):  # bounded float64 copies
             self._add_values(chunk.double())
 
-    def _add_values(self, x: torch.Tensor) -> None:
+    def _add_values(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Values (float64), each counted once or ``weights`` (int64) times."""
         finite = torch.isfinite(x)
         if not bool(finite.all()):  # the copy only where there is something to leave out
-            self.nonfinite += (~finite).sum()
-            x = x[finite]
+            self.nonfinite += (~finite).sum() if weights is None else weights[~finite].sum()
+            x, weights = x[finite], None if weights is None else weights[finite]
         if x.numel() == 0:
             return
-        self.counts += torch.bincount(torch.bucketize(x, self.edges, right=True), minlength=BINS + 2)
-        self.moments += torch.stack([x.sum(), (x * x).sum()])
+        bins = torch.bucketize(x, self.edges, right=True)
+        if weights is None:
+            self.counts += torch.bincount(bins, minlength=BINS + 2)
+            self.moments += torch.stack([x.sum(), (x * x).sum()])
+        else:
+            self.counts.index_add_(0, bins, weights)
+            self.moments += torch.stack([(weights * x).sum(), (weights * x * x).sum()])
         self.extremes = torch.stack([torch.minimum(self.extremes[0], x.min()), torch.maximum(self.extremes[1], x.max())])
 
     def raw(self) -> dict:
-        """Plain numbers, mergeable across processes (`_merge`)."""
-        return {"counts": self.counts.cpu().tolist(), "moments": self.moments.cpu().tolist(),
-                "extremes": self.extremes.cpu().tolist(), "nonfinite": int(self.nonfinite), "tokens": self.tokens,
-                "width": self.width}
+        """Plain numbers, mergeable across processes (`_merge`); the bit-pattern counts folded in
+        on the CPU (every distinct 16-bit value once, with its count)."""
+        own = {"counts": self.counts.cpu().tolist(), "moments": self.moments.cpu().tolist(),
+               "extremes": self.extremes.cpu().tolist(), "nonfinite": int(self.nonfinite), "tokens": self.tokens,
+               "width": self.width}
+        if not self.patterns:
+            return own
+        folded = _Accumulator(torch.device("cpu"))
+        for dtype, counts in self.patterns.items():
+            counts = counts.cpu()
+            codes = torch.nonzero(counts).flatten()
+            folded._add_values((codes - (1 << 15)).to(torch.int16).view(dtype).double(), counts[codes])
+        return _combine([own, {**folded.raw(), "tokens": 0}])
+
+
+def _combine(raws: list[dict]) -> dict:
+    """One layer's raw accumulators (of several processes, or of both paths of one) added up."""
+    return {"counts": np.sum([r["counts"] for r in raws], axis=0).tolist(),
+            "moments": np.sum([r["moments"] for r in raws], axis=0).tolist(),
+            "extremes": [min(r["extremes"][0] for r in raws), max(r["extremes"][1] for r in raws)],
+            "nonfinite": sum(r["nonfinite"] for r in raws), "tokens": sum(r["tokens"] for r in raws),
+            "width": next((r["width"] for r in raws if r["width"] is not None), None)}
 
 
 def _merge(parts: list[dict[str, dict]]) -> dict[str, dict]:
     """Per layer: the raw accumulators of several processes (shards of the data) combined."""
-    out = {}
-    for name in parts[0]:
-        rs = [p[name] for p in parts]
-        out[name] = {"counts": np.sum([r["counts"] for r in rs], axis=0).tolist(),
-                     "moments": np.sum([r["moments"] for r in rs], axis=0).tolist(),
-                     "extremes": [min(r["extremes"][0] for r in rs), max(r["extremes"][1] for r in rs)],
-                     "nonfinite": sum(r["nonfinite"] for r in rs), "tokens": sum(r["tokens"] for r in rs),
-                     "width": next((r["width"] for r in rs if r["width"] is not None), None)}
-    return out
-
-
-def _record(raw: dict, activation: str) -> dict:
-    """A layer's JSON record (module docstring) from its raw accumulator."""
-    counts = [int(c) for c in raw["counts"]]
-    n = sum(counts)
-    rec = {"activation": activation, "tokens": int(raw["tokens"]), "width": raw["width"], "count": n,
-           "nonfinite": int(raw["nonfinite"]), "edges": [float(e) for e in EDGES], "counts": counts[1:-1],
-           "underflow": counts[0], "overflow": counts[-1], "min": None, "max": None, "mean": None, "std": None,
-           "q005": None, "q995": None}
-    if n:
-        mean = raw["moments"][0] / n
-        rec.update(min=float(raw["extremes"][0]), max=float(raw["extremes"][1]), mean=float(mean),
-                   std=float(math.sqrt(max(raw["moments"][1] / n - mean * mean, 0.0))))
-        rec["q005"], rec["q995"] = mass_interval(rec, MASS)
-    return rec
+    return {name: _combine([p[name] for p in parts]) for name in parts[0]}
 
 
 @torch.no_grad()
@@ -166,7 +161,7 @@ def collect(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], run
     raw = {name: acc.raw() for name, acc in accs.items()}
     if gather is not None:
         raw = _merge(gather(raw))
-    return {name: _record(raw[name], type(modules[name]).__name__) for name in modules}
+    return {name: record(raw[name], type(modules[name]).__name__) for name in modules}
 
 
 def finetune_preactivations(model: nn.Module, encoded_part, runtime, batch_size: int) -> dict[str, dict]:
@@ -178,32 +173,3 @@ def finetune_preactivations(model: nn.Module, encoded_part, runtime, batch_size:
     batches = (encoded_part.batch(idx, runtime.device, with_targets=False)
                for idx in length_sorted_batches(encoded_part.lengths, batch_size))
     return collect(model, batches, runtime)
-
-
-# ------------------------------------------------------------------ quantiles of a record (q005 / q995)
-def _extended(rec: Mapping) -> tuple[np.ndarray, np.ndarray]:
-    """(edges, counts) with the underflow / overflow as bins reaching the exact min / max."""
-    edges = np.asarray(rec["edges"], dtype=np.float64)
-    lo, hi = min(rec["min"], edges[0]), max(rec["max"], edges[-1])
-    return (np.concatenate([[lo], edges, [hi]]),
-            np.concatenate([[rec["underflow"]], np.asarray(rec["counts"], dtype=np.float64), [rec["overflow"]]]))
-
-
-def quantile(rec: Mapping, q: float) -> float:
-    """The q-quantile of a record's values, read from its histogram (linear within a bin,
-    clipped to the exact min / max). Raises ValueError for an empty record."""
-    if not rec.get("count"):
-        raise ValueError("no values in this histogram")
-    edges, counts = _extended(rec)
-    cdf = np.concatenate([[0.0], np.cumsum(counts)])
-    t = q * cdf[-1]
-    i = int(np.clip(np.searchsorted(cdf, t, side="left"), 1, len(cdf) - 1))
-    step = cdf[i] - cdf[i - 1]
-    x = edges[i - 1] + ((t - cdf[i - 1]) / step if step > 0 else 0.0) * (edges[i] - edges[i - 1])
-    return float(np.clip(x, rec["min"], rec["max"]))
-
-
-def mass_interval(rec: Mapping, mass: float = MASS) -> tuple[float, float]:
-    """(lo, hi): the central interval holding ``mass`` of the values ((1 - mass) / 2 cut off on
-    each side), from the histogram (`quantile`)."""
-    return quantile(rec, (1.0 - mass) / 2.0), quantile(rec, (1.0 + mass) / 2.0)

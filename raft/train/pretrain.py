@@ -227,6 +227,8 @@ def setup(model: Model, rational: Rational, pretrain: Pretrain, job: Job, world:
 
     batches = Batches.plan(pretrain, world)
     rt = Runtime.create(world.device, job.precision)
+    if pretrain.compile:
+        runtime.check_compile(rt.device)
     check(checks.check_model, model.hidden_size, model.num_heads)
     if job.variant == "raft":
         check(checks.check_rational, rational.layers, rational.init, model.num_layers)

@@ -90,17 +90,17 @@ def write_records(run: Run, state: TrainState) -> None:
 def write_preactivations(run: Run, state: TrainState, layers: dict) -> None:
     """preactivations.json (docs/architecture.md): ``layers`` (`raft.train.preacts.collect` over
     the validation sequences) with what they were computed on (rank 0)."""
-    from raft.train import preacts
+    from raft.train import preact_records as fmt
 
     data = run.data
     record = {
         "variant": run.job.variant, "steps": state.step, "split": "validation", "masked": False,
         "sequences": len(data.validation), "seq_len": data.seq_len, "precision": run.rt.precision,
-        "histogram": {"bins": preacts.BINS, "limits": list(preacts.LIMITS),
+        "histogram": {"bins": fmt.BINS, "limits": list(fmt.LIMITS),
                       "quantiles": "read from the histogram, linear within a bin"},
         "layers": layers,
     }
-    runtime.write_json_atomic(run.job.output / preacts.FILE, record, indent=1)
+    runtime.write_json_atomic(run.job.output / fmt.FILE, record, indent=1)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

@@ -88,6 +88,21 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def check_compile(device: torch.device) -> None:
+    """`--compile` on the CPU: torch.compile (Inductor) builds C++ with the system compiler. Refused
+    up front, before any data work, where none is found (else the first training step fails)."""
+    if device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder, exc
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise UsageError("--compile (the config's compile: true) on the CPU needs a C++ compiler for "
+                         "torch.compile, and none was found: install g++ or clang++ (or set CXX), or turn "
+                         "compile off") from None
+
+
 def resolve_precision(precision: str | None, device: torch.device) -> str:
     """Concrete precision ("fp32", "bf16" or "fp16") for ``precision`` on ``device``.
 
