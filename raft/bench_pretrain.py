@@ -67,7 +67,7 @@ def hf_trainer_rows(device, *, shape, batch: int, steps: int, warmup: int = 2, s
                                               n_train=batch * (warmup + steps), n_validation=8)
         rows = [{"side": "raft pretrain" + (" --compile" if c else ""), **bench.bench_pretraining(
             "bert", device, corpus, shape=shape, batch=batch, steps=steps, warmup=warmup, count_tokens=not c,
-            precision=precision, compile=c)} for c in (False, True)[:1 + compile]]
+            precision=precision, compile=c)} for c in ([False, True] if compile else [False])]
         hf = bench_hf_trainer(device, corpus, shape=shape, batch=batch, steps=steps, warmup=warmup,
                               precision=rows[0]["precision"])
     rows.append(hf)

@@ -112,7 +112,7 @@ class _Accumulator:
             counts = counts.cpu()
             codes = torch.nonzero(counts).flatten()
             folded._add_values((codes - (1 << 15)).to(torch.int16).view(dtype).double(), counts[codes])
-        return _combine([own, {**folded.raw(), "tokens": 0}])
+        return _combine([own, folded.raw()])
 
 
 def _combine(raws: list[dict]) -> dict:
