@@ -7,15 +7,21 @@ The Snakefile (workflow/rules/common.smk) calls `load`; tests call it too.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from raft.study import ConfigError, preflight
+from raft.data.tasks import GLUE_TASKS
+from raft.study import VARIANTS, ConfigError, preflight, resource_warnings
 
 SCHEMA_HINT = "Keys, types and defaults: workflow/schemas/config.schema.yaml"
+# the keys of a per-task / per-variant mapping (the schema's propertyNames, checked against these
+# by tests/test_settings.py and tests/test_config_messages.py): what an unknown key's message lists
+MAPPING_KEYS = {"per-task": ("default", *GLUE_TASKS), "per-variant": ("default", *VARIANTS)}
 
 
 def key_path(path) -> str:
@@ -42,10 +48,36 @@ def _filling_validator(schema: dict):
     return jsonschema.validators.extend(base, {"properties": properties}, type_checker=strict)(schema)
 
 
+def _pick(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """The error to report. A value with alternative forms (oneOf: a number, or a mapping keyed by
+    task or variant) fails in every form; report the failure of the form it has (a mapping's bad
+    value or unknown key, not "is not of type 'number'"): among the context's errors, those of
+    forms whose type fits; the deepest first, then an unknown key (propertyNames), then the rest."""
+    while err.context:
+        fits = [e for e in err.context if not (e.validator == "type" and not e.relative_path)]
+        err = min(fits or err.context,
+                  key=lambda e: (-len(e.absolute_path), "propertyNames" not in e.relative_schema_path))
+    return err
+
+
+def _unknown_key(key: str, allowed) -> str:
+    """An unknown key of a per-task / per-variant mapping: the key, close names, the allowed ones."""
+    allowed = list(allowed)
+    kind = next((k for k, names in MAPPING_KEYS.items() if set(names) == set(allowed)), None)
+    if kind is not None:
+        allowed = list(MAPPING_KEYS[kind])
+    close = difflib.get_close_matches(str(key), allowed, n=2, cutoff=0.6)
+    guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    what = f"a {kind} mapping's keys are" if kind else "allowed keys are"
+    return f"unknown key {key!r}{guess}; {what} {', '.join(allowed)}"
+
+
 def _message(err: jsonschema.ValidationError) -> str:
-    best = max(err.context, key=lambda e: len(e.absolute_path)) if err.context else err  # oneOf: deepest
+    best = _pick(err)
     where = key_path(list(best.absolute_path) or list(err.absolute_path))
     value = best.instance
+    if "propertyNames" in best.relative_schema_path and best.validator == "enum":
+        return f"invalid configuration value at '{where}': {_unknown_key(value, best.validator_value)}. {SCHEMA_HINT}"
     if isinstance(value, float) and value.is_integer():
         return f"invalid configuration value at '{where}': {value} is not a whole number; write {int(value)}"
     hint = ""
@@ -56,15 +88,19 @@ def _message(err: jsonschema.ValidationError) -> str:
                     "instead of --config for numbers and lists)")
         except ValueError:
             pass
+    if best.validator == "required" and "'default'" in best.message:
+        hint = " (a per-task mapping needs a default: the value of every task it does not name)"
     return f"invalid configuration value at '{where}': {best.message}{hint}. {SCHEMA_HINT}"
 
 
 def validate(cfg: dict, schema_path) -> None:
-    """Schema validation with defaults filled in place; a failure names the key."""
+    """Schema validation with defaults filled in place; a failure names the key. Of several
+    failures, the most relevant by jsonschema's ranking (`best_match`'s), then, inside a oneOf, the
+    failure of the form the value has (`_pick`, not `best_match`'s descent)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    err = jsonschema.exceptions.best_match(_filling_validator(schema).iter_errors(cfg))
-    if err is not None:
-        raise ConfigError(_message(err))
+    errors = list(_filling_validator(schema).iter_errors(cfg))
+    if errors:
+        raise ConfigError(_message(max(errors, key=jsonschema.exceptions.relevance)))
 
 
 def resolve_data_dir(cfg: dict) -> str | None:
@@ -129,9 +165,13 @@ def merge_files(files) -> dict:
 
 
 def load(cfg: dict, schema_path, notebook_dir) -> str | None:
-    """Validate ``cfg`` in place (defaults filled) and check every job; returns the data folder."""
+    """Validate ``cfg`` in place (defaults filled) and check every job; returns the data folder.
+    What the config asks for but this machine will do otherwise (`raft.study.resource_warnings`)
+    is said once on stderr, before any job."""
     validate(cfg, schema_path)
     data_dir = resolve_data_dir(cfg)
     check_structure(cfg, notebook_dir)
     preflight(cfg, data_dir)
+    for line in resource_warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
     return data_dir

@@ -16,7 +16,9 @@ OUTPUT_DIR gets
                        citation; licence left to the user (`license: other` + a comment)
 so `AutoModelForMaskedLM.from_pretrained(OUTPUT_DIR, trust_remote_code=True)` works anywhere.
 The folder is assembled under a temporary name beside OUTPUT_DIR and renamed into place, so a
-failed export leaves nothing behind; a non-empty OUTPUT_DIR is replaced only with --force.
+failed export (a full disk too: "no space left on device writing OUTPUT_DIR (... free on ...)")
+leaves nothing behind; a non-empty OUTPUT_DIR is replaced only with --force. A truncated or
+corrupt weights file is named before anything is written.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from raft import hub_modeling, modeling
 from raft.analysis import shapes
 from raft.rational import init_coefficients
-from raft.train.runtime import UsageError, run_command
+from raft.train.runtime import UsageError, check_weights, disk_full_names, run_command
 
 PROG = "raft export"
 HUB_MODULE = "modeling_raft"  # the template's name in the export
@@ -82,22 +84,24 @@ def export(model_dir, output_dir, *, force: bool = False) -> Path:
     config, head = read_source(source)
     weights = weight_files(source)
     _check_output(out, source, force)
+    check_weights(weights, remedy="copy it again or re-run the command that saved the model")
     hub, model = hub_config(config), _load(source, head)
     final = out.resolve()
     tmp = final.parent / f".{final.name}.export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / "config.json").write_text(json.dumps(hub, indent=2, sort_keys=True) + "\n")
-        shutil.copyfile(HUB_TEMPLATE, tmp / f"{HUB_MODULE}.py")
-        for f in weights + _tokenizer_files(source):
-            shutil.copyfile(f, tmp / f.name)
-        (tmp / "README.md").write_text(model_card(hub, head, model))
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with disk_full_names(out):  # the temporary folder is gone before the free space is measured
+        try:
+            tmp.mkdir(parents=True)
+            (tmp / "config.json").write_text(json.dumps(hub, indent=2, sort_keys=True) + "\n")
+            shutil.copyfile(HUB_TEMPLATE, tmp / f"{HUB_MODULE}.py")
+            for f in weights + _tokenizer_files(source):
+                shutil.copyfile(f, tmp / f.name)
+            (tmp / "README.md").write_text(model_card(hub, head, model))
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

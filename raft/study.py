@@ -292,6 +292,35 @@ def check_finetuning(config: dict, study: str, pool_size) -> None:
             _apply(checks.check_n, s, job, n, pool_size(task), task)
 
 
+def _cuda_here() -> bool | None:
+    """Whether torch sees a CUDA GPU on this machine (None: torch cannot be imported here)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.is_available()
+
+
+def resource_warnings(config: dict, cuda_here=None) -> list[str]:
+    """What the config's resources ask for but this machine would do otherwise, a line each
+    (`raft.config.load` prints them once, before any job); ``cuda_here()``: `_cuda_here` (torch
+    is imported only when a line may be due).
+
+    ``resources.pretrain.gpu`` > 1 without a CUDA GPU: the workflow starts pretraining under
+    ``torchrun --nproc_per_node <granted gpu>`` (common.smk ``pretrain_launcher``), and each of
+    those processes then runs on the CPU (gloo DDP, the job's threads split among them); the default
+    profile caps the gpu resource at 1, and then it is plain ``raft pretrain``, one CPU process. The
+    pre-flight checks the batch for ``gpu`` processes either way. A cluster profile sends jobs to GPU
+    nodes, where none of this applies: the line says "on this machine"."""
+    gpu = config["resources"]["pretrain"]["gpu"]
+    if gpu <= 1 or (cuda_here or _cuda_here)() is not False:
+        return []
+    return [f"resources.pretrain.gpu: {gpu} but no CUDA GPU here: pretraining jobs that run on this machine "
+            f"(not on a cluster's GPU nodes) train on the CPU, as one process under the default profile's "
+            f"gpu=1 cap, else under torchrun as one CPU process (gloo) per gpu that --resources grants, up to "
+            f"{gpu}; resources.pretrain.gpu: 0 runs one CPU process with all the job's threads"]
+
+
 def preflight(config: dict, data_dir: str | None) -> None:
     """Check every job of the DAG before anything runs; raises `ConfigError` naming the key."""
     from raft.data import glue, squad

@@ -55,7 +55,7 @@ def test_cli_writes_every_table_and_header_only_when_missing(tmp_path):
 def test_nonexistent_results_dir_does_not_crash(tmp_path):
     out = tmp_path / "tables"
     assert cli.main(["aggregate", "--results", str(tmp_path / "nope"), "--output", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(TABLES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*TABLES, "records.json"])
 
 
 def test_constant_gain_known_answer(tmp_path):
@@ -405,3 +405,107 @@ def test_zeroshot_display_marks_the_substitute(tmp_path):
     assert report.format_zeroshot_table(empty)[0].empty and plots.zeroshot_plot(agg.study_tables(
         tmp_path / "none", "zeroshot")[1]) is None
     assert findings.zeroshot_findings(empty).startswith("**Findings.** No zero-shot results")
+
+
+# ------------------------------------------------------------------ the study's records only
+def test_tables_read_the_study_records_only_and_count_the_others(tmp_path, capsys):
+    """Given the study's records, the tables hold exactly those; every other record under the
+    results folder is counted in one line; the notebooks' readers see the same records."""
+    results = _known_tree(tmp_path / "results", [0.01] * 5, tasks=("cola", "rte"))
+    write_pretrain(results, "bert", perplexity=9.0)
+    write_pretrain(results, "raft", perplexity=8.0)
+    keep = {"pretrain": ["pretrain/raft/metrics.json"],
+            "glue": [f"glue/rte/raft/n100/seed{s}/metrics.json" for s in SEEDS[:2]]}
+    written = agg.aggregate(results, records=keep)
+    err = capsys.readouterr().err
+    assert "19 records of other configs ignored (pretrain: 1, glue: 18); the tables hold the 3 records" in err
+    long = _read(written["glue"])
+    assert set(long["task"]) == {"rte"} and set(long["variant"]) == {"raft"} and set(long["seed"]) == set(SEEDS[:2])
+    assert list(_read(written["pretrain"])["variant"]) == ["raft"]
+    manifest = json.loads(written["manifest"].read_text())
+    assert manifest["records"]["glue"] == keep["glue"] and manifest["ignored"]["glue"] == 18
+    runs = agg.load_runs(results, "glue")  # a notebook's reader: the manifest's records
+    assert sorted(runs["seed"]) == sorted(SEEDS[:2])
+    assert list(agg.load_pretrain(results)["variant"]) == ["raft"]
+
+
+def test_study_config_gives_the_layouts_records(tmp_path, capsys):
+    """`raft aggregate --study-config` lists the records of a config (`raft.layout.study_records`)."""
+    results = _known_tree(tmp_path / "results", [0.01] * 5, tasks=("cola", "rte"))
+    config = {"variants": ["bert", "raft"],
+              "glue": {"tasks": ["rte"], "low_data": {"sizes": [100], "seeds": SEEDS[:3]}, "full_data": {"seeds": []},
+                       "efficient": {"tasks": [], "sizes": [], "seeds": []}},
+              "squad": {"low_data": {"sizes": [], "seeds": []}, "full_data": {"seeds": []}}}
+    spec = json.dumps({"config": config, "zeroshot": []})
+    assert cli.main(["aggregate", "--results", str(results), "--study-config", spec]) == 0
+    summary = _read(results / "tables/glue_summary.csv")
+    assert set(summary["task"]) == {"rte"} and set(summary["bert_n_seeds"]) == {3}
+    assert "14 records of other configs ignored (glue: 14)" in capsys.readouterr().err
+
+
+def test_a_cell_of_mixed_settings_fails_naming_the_key(tmp_path, capsys):
+    results = _known_tree(tmp_path / "results", [0.01] * 5, tasks=("rte",))
+    write_run(results, "glue", "rte", "raft", 100, SEEDS[0], glue_test_metrics("rte", 0.5),
+              hyperparameters={"lr": 1e-3, "total_steps": 99})
+    assert cli.main(["aggregate", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "glue table cell task=rte / variant=raft / mode=full / n=100 mixes runs made with different settings (lr)" in err
+    assert f"0.001 in results/glue/rte/raft/n100/seed{SEEDS[0]}/metrics.json" in err
+    assert f"5e-05 in results/glue/rte/raft/n100/seed{SEEDS[1]}/metrics.json" in err
+    assert not (results / "tables").exists()  # nothing half-written
+
+
+def test_settings_that_differ_between_cells_are_columns(tmp_path):
+    """Per-run step counts may differ within a cell; a setting that differs between cells is
+    shown in the long table (``settings``) and per arm in the summary."""
+    results = tmp_path / "results"
+    for i, seed in enumerate(SEEDS[:3]):
+        write_run(results, "glue", "rte", "bert", 100, seed, glue_test_metrics("rte", 0.5),
+                  hyperparameters={"total_steps": 10 + i})
+        write_run(results, "glue", "rte", "raft", 100, seed, glue_test_metrics("rte", 0.6),
+                  hyperparameters={"rational_lr": 1e-3, "total_steps": 10 + i})
+    written = agg.aggregate(results)
+    long = _read(written["glue"])
+    assert set(long.loc[long["variant"] == "raft", "settings"]) == {"rational_lr=0.001"}
+    assert set(long.loc[long["variant"] == "bert", "settings"].fillna("")) == {""}
+    summary = _read(written["glue_summary"])
+    assert list(summary.columns[-2:]) == agg.SUMMARY_SETTINGS_COLUMNS
+    assert set(summary["raft_settings"]) == {"rational_lr=0.001"}
+
+
+def test_the_notebook_table_shows_the_settings_that_differ(tmp_path):
+    from raft.analysis import report
+
+    results = tmp_path / "results"
+    for seed in SEEDS[:2]:
+        for task, rlr in (("rte", 1e-3), ("mrpc", 5e-4)):
+            write_run(results, "glue", task, "bert", 100, seed, glue_test_metrics(task, 0.5))
+            write_run(results, "glue", task, "raft", 100, seed, glue_test_metrics(task, 0.6),
+                      hyperparameters={"rational_lr": rlr})
+    summary = _read(agg.aggregate(results)["glue_summary"])
+    table, _ = report.format_table(summary, "100", "glue")
+    shown = dict(zip(table["task"], table["settings (BERT / RAFT)"]))
+    assert shown["RTE"] == "– / rational_lr=0.001" and shown["MRPC"] == "– / rational_lr=0.0005"
+
+
+def test_a_full_disk_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    from raft.train import runtime
+
+    results = _known_tree(tmp_path / "results", [0.01] * 5, tasks=("rte",))
+    real = Path.write_text
+
+    def full(self, text, *a, **k):
+        if self.name == "glue_summary.csv.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(runtime, "free_space", lambda folder: 3 * 1024**2)
+    assert cli.main(["aggregate", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert f"raft aggregate: error: no space left on device writing {results / 'tables/glue_summary.csv'}" in err
+    assert "(3.0 MiB free on " in err
+    assert not list((results / "tables").glob("*.tmp"))

@@ -6,10 +6,13 @@ Every test builds its own small bad copy in tmp_path (the shared data folder is 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,7 @@ from test_analysis_synthetic import glue_test_metrics, write_run
 from raft.analysis import aggregate as agg
 from raft.cli import main as cli
 from raft.data import glue, squad
+from raft.train import runtime
 
 FAST = ["--epochs", "1", "--patience", "1", "--max-test-examples", "16", "--eval-batch-size", "16",
         "--num-threads", "1"]
@@ -345,3 +349,73 @@ def test_compile_without_a_cpp_compiler_is_refused_before_any_data_work(tiny_pre
     err = capsys.readouterr().err
     assert rc == 2 and f"raft finetune-glue: {message}" in err and "Traceback" not in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------- a full disk
+FREE = 1536 * 1024  # what the tests make the file system report: "1.5 MiB free"
+
+
+def _disk_full_on(monkeypatch, target: Path) -> None:
+    """``os.replace`` onto ``target`` fails as on a full disk (other renames go through); the free
+    space reads as 1.5 MiB."""
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst) == target:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(runtime, "free_space", lambda folder: FREE)
+
+
+def test_write_json_atomic_on_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "metrics.json"
+    runtime.write_json_atomic(path, {"old": True})
+    _disk_full_on(monkeypatch, path)
+    with pytest.raises(runtime.DiskFullError) as err:
+        runtime.write_json_atomic(path, {"new": True})
+    mount = runtime.mount_point(tmp_path)
+    assert str(err.value) == f"no space left on device writing {path} (1.5 MiB free on {mount})"
+    assert json.loads(path.read_text()) == {"old": True}  # the old file, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"]  # no temporary file left
+    assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC
+
+
+def test_mount_point_and_sizes():
+    assert runtime.mount_point("/no/such/folder/file.json") == Path("/")
+    assert [runtime._size(n) for n in (0, 512, FREE, 12.3 * 2**30)] == ["0 B", "512 B", "1.5 MiB", "12.3 GiB"]
+
+
+def test_finetune_glue_on_a_full_disk_is_one_line_and_exit_2(data_dir, tiny_pretrained, tmp_path, capsys,
+                                                             monkeypatch):
+    out = tmp_path / "run" / "metrics.json"
+    _disk_full_on(monkeypatch, out)
+    rc = _run_cli(["finetune-glue", "--pretrained", str(tiny_pretrained["bert"]), "--task", "rte", "--n", "16",
+                   "--seed", "1", "--output", str(out), "--data-dir", str(data_dir), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2
+    mount = runtime.mount_point(tmp_path)
+    assert (f"raft finetune-glue: error: no space left on device writing {out} (1.5 MiB free on {mount})\n"
+            in err)
+    assert "Traceback" not in err
+    assert not out.exists() and list(out.parent.iterdir()) == []  # nothing half-written
+
+
+def test_run_command_names_the_file_of_another_full_disk_error(tmp_path, capsys, monkeypatch):
+    """ENOSPC from a write that is not ours (a library's): the file the error names, exit 2."""
+    monkeypatch.setattr(runtime, "free_space", lambda folder: 0)
+    dst = tmp_path / "model" / "model.safetensors"
+
+    def copy(args):  # shutil.copyfile's ENOSPC names the source, then the destination
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "src"), None, str(dst))
+
+    assert runtime.run_command("raft x", copy, None) == 2
+    mount = runtime.mount_point(tmp_path)
+    assert capsys.readouterr().err == f"raft x: error: no space left on device writing {dst} (0 B free on {mount})\n"
+
+    def other(args):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):  # any other OSError is not ours to word
+        runtime.run_command("raft x", other, None)

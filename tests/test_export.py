@@ -9,8 +9,10 @@ child processes: one whose `import raft` fails, one that has imported `raft.mode
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -337,3 +339,38 @@ def test_force_replaces_the_output(exports, tmp_path, capsys):
     assert not (out / "stale.txt").exists() and (out / "modeling_raft.py").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left beside it
     assert f"-> {out}" in capsys.readouterr().out
+
+
+def test_truncated_weights_are_named(exports, tmp_path, capsys):
+    """The wording of fine-tuning's --pretrained check (`runtime.reading_weights`), before anything is written."""
+    src = tmp_path / "src"
+    shutil.copytree(exports["raft", "sequence-classification"]["src"], src)
+    weights = src / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    err = _error(capsys, src, tmp_path / "out")
+    assert err.startswith(f"raft export: error: cannot read the model weights {weights}: ")
+    assert "(the file is truncated or corrupt; copy it again or re-run the command that saved the model)" in err
+    assert "Traceback" not in err and "\n" not in err.rstrip("\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no temporary folder
+
+
+def test_full_disk_leaves_nothing_behind(exports, tmp_path, capsys, monkeypatch):
+    from raft.train import runtime
+
+    real = shutil.copyfile
+
+    def copyfile(src, dst, *args, **kwargs):
+        if Path(dst).name == "model.safetensors":  # the weights do not fit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    monkeypatch.setattr(runtime, "free_space", lambda folder: 3 * 2**20)
+    out = tmp_path / "out"
+    assert cli(["export", str(exports["bert", "masked-lm"]["src"]), str(out)]) == 2
+    err = capsys.readouterr().err  # after the model loading's progress bar
+    assert err.splitlines()[-1] == (f"raft export: error: no space left on device writing {out} "
+                                    f"(3.0 MiB free on {runtime.mount_point(tmp_path)})")
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary folder beside it

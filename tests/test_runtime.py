@@ -59,17 +59,25 @@ def test_fp16_on_the_cpu_is_a_usage_error_naming_the_flag():
 
 
 def test_auto_on_a_gpu_without_bf16_gets_a_grad_scaler(bf16, monkeypatch):
-    for flag in (torch.backends.cuda.matmul, torch.backends.cudnn):  # Runtime.create turns TF32 on
-        monkeypatch.setattr(flag, "allow_tf32", flag.allow_tf32)
-    bf16(False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "GradScaler is enabled, but CUDA is not available"
-        rt = runtime.Runtime.create(CUDA, "auto")
-    assert rt.precision == "fp16" and rt.scaler is not None
-    bf16(True)
-    assert runtime.Runtime.create(CUDA, "auto").scaler is None
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-    assert runtime.Runtime.create(CPU, "auto") == runtime.Runtime(CPU, "fp32", None)
+    # Runtime.create turns TF32 on (the legacy allow_tf32 flags): restore them by hand, through
+    # the same getter/setter. Not monkeypatch.setattr: torch.backends.cuda.matmul serves
+    # allow_tf32 from __getattr__, not its __dict__, so pytest >= 9.2 undoes the patch with
+    # delattr, which fails there (pytest #10644).
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    saved = [flag.allow_tf32 for flag in flags]
+    try:
+        bf16(False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "GradScaler is enabled, but CUDA is not available"
+            rt = runtime.Runtime.create(CUDA, "auto")
+        assert rt.precision == "fp16" and rt.scaler is not None
+        bf16(True)
+        assert runtime.Runtime.create(CUDA, "auto").scaler is None
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+        assert runtime.Runtime.create(CPU, "auto") == runtime.Runtime(CPU, "fp32", None)
+    finally:
+        for flag, value in zip(flags, saved):
+            flag.allow_tf32 = value
 
 
 def test_pretraining_and_fine_tuning_resolve_through_the_runtime(tmp_path, monkeypatch, capsys):

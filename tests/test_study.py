@@ -5,6 +5,7 @@ checks the same through `snakemake -n`)."""
 from __future__ import annotations
 
 import copy
+import shlex
 
 import pytest
 import yaml
@@ -91,6 +92,30 @@ def test_a_new_section_key_becomes_a_flag(paper):
     cfg = copy.deepcopy(paper)
     cfg["glue"]["warmup_ratio"] = 0.06
     assert flags(cfg, "glue", "rte", "bert", 100)["warmup_ratio"] == 0.06
+
+
+def _flag(cfg, name, task, variant, n, flag="--lr") -> str:
+    """The value of ``flag`` on the run's command line, as the workflow writes it."""
+    words = shlex.split(study.cli_args(flags(cfg, name, task, variant, n)))
+    return words[words.index(flag) + 1]
+
+
+def test_per_variant_lr_reaches_each_variants_command_line():
+    """`lr: {bert: x, raft: y}` in glue and squad (README's example), resolved as glue.efficient.lr is."""
+    cfg = config_of(PAPER, **{"glue.lr": {"bert": 1.0e-4, "raft": 3.0e-5},
+                              "squad.lr": {"default": 1.0e-4, "raft": 5.0e-5}})
+    for n in (100, "full"):
+        assert [_flag(cfg, "glue", "rte", v, n) for v in ("bert", "raft")] == ["0.0001", "3e-05"]
+        assert [_flag(cfg, "squad", "squad", v, n) for v in ("bert", "raft")] == ["0.0001", "5e-05"]
+    assert study.setting(cfg, "glue", "lr", task="rte", variant="raft", n=100) == (3e-5, "glue.lr.raft")
+    assert study.setting(cfg, "squad", "lr", task="squad", variant="bert", n=100) == (1e-4, "squad.lr.default")
+    # glue.efficient.lr still wins for its study; without it, the study takes glue.lr per variant
+    assert [_flag(cfg, "glue_efficient", "rte", v, 100) for v in ("bert", "raft")] == ["0.01", "0.005"]
+    del cfg["glue"]["efficient"]["lr"]
+    assert _flag(cfg, "glue_efficient", "rte", "raft", 100) == "3e-05"
+    preflight(cfg, None)
+    with pytest.raises(ConfigError, match=r"'glue.lr': unknown key 'bret' \(did you mean 'bert'\?\)"):
+        config_of(PAPER, **{"glue.lr": {"bret": 1.0e-4}})
 
 
 # ------------------------------------------------------------------------------ pre-flight
@@ -189,3 +214,22 @@ def test_zeroshot_data_found_or_named(paper, tmp_path):
     assert found == ["snli", "triviaqa"] and not left_out
     runs = study.zeroshot_runs(paper, found)
     assert len(runs) == 2 * 2 * len(paper["glue"]["full_data"]["seeds"])
+
+
+# ------------------------------------------------------------------------------ resources on this machine
+def test_multi_gpu_pretraining_without_cuda_says_what_runs_instead(paper):
+    """resources.pretrain.gpu: 4 (paper.yaml) on a machine without CUDA: a line saying the jobs train
+    on the CPU (one process under the default profile's cap, else one gloo process per granted gpu)."""
+    lines = study.resource_warnings(paper, cuda_here=lambda: False)
+    assert lines == ["resources.pretrain.gpu: 4 but no CUDA GPU here: pretraining jobs that run on this machine "
+                     "(not on a cluster's GPU nodes) train on the CPU, as one process under the default profile's "
+                     "gpu=1 cap, else under torchrun as one CPU process (gloo) per gpu that --resources grants, up "
+                     "to 4; resources.pretrain.gpu: 0 runs one CPU process with all the job's threads"]
+    assert study.resource_warnings(paper, cuda_here=lambda: True) == []
+    assert study.resource_warnings(paper, cuda_here=lambda: None) == []  # torch not importable: nothing known
+
+    def never():
+        raise AssertionError("CUDA looked up although no job asks for several GPUs")
+
+    for gpu in (0, 1):
+        assert study.resource_warnings(config_of(PAPER, **{"resources.pretrain.gpu": gpu}), cuda_here=never) == []

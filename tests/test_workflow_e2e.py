@@ -170,3 +170,56 @@ def test_preactivation_histograms_recorded_and_drawn(smoke_run):
     assert "Where the RAFs act (written automatically from the result files)" in html
     assert "99 % of RAFT inputs (validation, after pretraining)</th>" in html
     assert "99 % of BERT (GELU) inputs</th>" in html and "<td>layer 1</td>" in html
+
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path):
+    """A copy of the finished smoke study (results and Snakemake's records) to change."""
+    import shutil
+
+    workdir = tmp_path / "study"
+    shutil.copytree(smoke_run[0], workdir, symlinks=True)
+    return workdir
+
+
+def test_forcerun_recomputes_every_run(smoke_copy, data_dir):
+    """`--forcerun` of a fine-tuning rule after a successful run trains every run again: no
+    per-run copy is left behind to restore (asserted from the job's log)."""
+    target = "results/glue/rte/raft/n16/seed2022/metrics.json"
+    assert not list((smoke_copy / "results/checkpoints/finetune").glob("*.json"))
+    before = read_json(smoke_copy / target)
+    proc = run_snakemake(target, "--cores", "2", "--forcerun", "finetune_glue", *smoke_args(data_dir),
+                         workdir=smoke_copy, timeout=600)
+    assert proc.returncode == 0, output_of(proc)
+    log = (smoke_copy / "results/logs/glue/rte/raft/n16.log").read_text()
+    assert "rte: 2 of 2 runs to do" in log and "done before" not in log
+    after = read_json(smoke_copy / target)
+    assert after["request_sha1"] == before["request_sha1"] and after["test"] == before["test"]
+    assert after["wall_time_s"] != before["wall_time_s"]  # trained again, same numbers
+
+
+def test_tables_hold_only_this_configs_runs(smoke_copy, data_dir):
+    """After a full run, an overlay with another lr and one seed: the tables and the notebook
+    hold exactly the new config's runs; the others are counted as ignored in the log."""
+    overlay = smoke_copy / "overlay.yaml"
+    overlay.write_text("glue:\n  lr: 1.0e-3\n  low_data: {sizes: [16], seeds: [2022]}\n")
+    proc = run_snakemake("results/tables/glue_summary.csv", "results/notebooks/glue.html", "--cores", "2",
+                         "--configfile", SMOKE, overlay, "--config", f"data_dir={data_dir}",
+                         workdir=smoke_copy, timeout=900)
+    assert proc.returncode == 0, output_of(proc)
+    tables = smoke_copy / "results/tables"
+    with open(tables / "glue.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["seed"] for r in rows} == {"2022"} and {r["task"] for r in rows} == {"rte", "stsb"}
+    with open(tables / "glue_summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert {(r["bert_n_seeds"], r["raft_n_seeds"]) for r in summary} == {("1", "1")}
+    manifest = read_json(tables / "records.json")
+    assert sorted(manifest["records"]["glue"]) == sorted(
+        f"glue/{t}/{v}/n16/seed2022/metrics.json" for t in ("rte", "stsb") for v in ("bert", "raft"))
+    assert manifest["ignored"]["glue"] == 4  # seed 202206 of both tasks and variants, lr 3e-4
+    log = (smoke_copy / "results/logs/aggregate.log").read_text()
+    assert "4 records of other configs ignored (glue: 4)" in log
+    assert read_json(smoke_copy / "results/glue/rte/raft/n16/seed2022/metrics.json")["hyperparameters"]["lr"] == 1e-3
+    html = (smoke_copy / "results/notebooks/glue.html").read_text()
+    assert "1/1/1" in html and "2/2/2" not in html  # seeds (BERT/RAFT/paired) of every row

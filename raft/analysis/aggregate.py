@@ -42,6 +42,8 @@ written with ``FLOAT_FORMAT``, so the tables are byte-stable for the same inputs
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import math
 import os
@@ -54,6 +56,7 @@ import pandas as pd
 
 from raft.analysis import stats
 from raft.data.tasks import TASK_INFO
+from raft.layout import MANIFEST
 
 FLOAT_FORMAT = "%.6g"
 
@@ -101,7 +104,7 @@ PRETRAIN_COLUMNS = [
 RUN_COLUMNS = [
     "task", "variant", "mode", "n", "seed", "partial_data", "train_source", "test_source",
     "trainable_parameters", "best_epoch", "best_dev_score", "wall_time_s", "device",
-    "data_notes", "source_file", "constant_predictions",
+    "data_notes", "source_file", "constant_predictions", "settings",
 ]
 LONG_COLUMNS = [
     "task", "eval_set", "variant", "mode", "n", "seed", "metric", "value", "partial_data",
@@ -109,6 +112,10 @@ LONG_COLUMNS = [
 ]
 # written only when some run of the study records ``constant_predictions`` (see the docstring)
 LONG_OPTIONAL_COLUMNS = ["constant_predictions"]
+# written only when some setting differs between the study's table cells (`settings_labels`)
+SETTINGS_COLUMN = "settings"
+SUMMARY_SETTINGS_COLUMNS = ["bert_settings", "raft_settings"]
+CELL = ["task", "variant", "mode", "n"]  # a table cell: its runs differ by seed only
 SUMMARY_COLUMNS = [
     "task", "eval_set", "metric", "n", "bert_mode", "raft_mode",
     "bert_mean", "bert_std", "bert_n_seeds", "raft_mean", "raft_std", "raft_n_seeds",
@@ -248,11 +255,28 @@ def _from_path(path: Path, study: str) -> dict:
     return info
 
 
-def _metric_files(results: Path, study: str) -> list[Path]:
-    root = results / STUDIES[study][0]
-    if not root.is_dir():
-        return []
-    return sorted(root.rglob("metrics.json"))
+def found_records(results: Path, study: str) -> list[Path]:
+    """Every ``metrics.json`` under the study's folder of ``results`` (any config's)."""
+    root = Path(results) / (STUDIES[study][0] if study in STUDIES else study)
+    if study == "pretrain":
+        return sorted(root.glob("*/metrics.json")) if root.is_dir() else []
+    return sorted(root.rglob("metrics.json")) if root.is_dir() else []
+
+
+def read_manifest(results: Path) -> dict | None:
+    """``<results>/tables/records.json`` (written by `aggregate`), or None when there is none."""
+    m = _read_json(Path(results) / "tables" / MANIFEST)
+    return m if isinstance(m, dict) and isinstance(m.get("records"), dict) else None
+
+
+def record_files(results: str | os.PathLike, study: str) -> list[Path]:
+    """The records of a study that the tables hold: those listed in the manifest next to the
+    tables (what `aggregate` read), else every record found (`found_records`)."""
+    results = Path(results)
+    manifest = read_manifest(results)
+    if manifest is None:
+        return found_records(results, study)
+    return [results / p for p in manifest["records"].get(study, [])]
 
 
 def _flag(v) -> bool | None:
@@ -277,7 +301,8 @@ def constant_flag(m: dict, test: dict) -> bool | None:
     return any(c <= 1 for c in counts) if counts else None
 
 
-def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd.DataFrame:
+def load_runs(results: str | os.PathLike = "results", study: str = "glue",
+              files: list[Path] | None = None) -> pd.DataFrame:
     """One row per fine-tuning run of a study (columns ``RUN_COLUMNS`` + ``test``, a dict
     eval_set -> {metric: value}, ``rationals`` and ``hyperparameters``, the run's
     metrics.json block as a dict). ``constant_predictions`` is True / False, or None when
@@ -286,10 +311,10 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
     results = Path(results)
     extra = ZEROSHOT_COLUMNS if study == "zeroshot" else []
     rows = []
-    for path in _metric_files(results, study):
+    for path in record_files(results, study) if files is None else files:
         m = _read_json(path)
         if not isinstance(m, dict):
-            continue
+            raise ResultFileError(f"{path}: a record of the study is missing (listed in {MANIFEST})")
         fb = _from_path(path, study)
         sources = m.get("sources") or {}
         notes = m.get("data_notes") or []
@@ -322,7 +347,49 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue") -> pd
             "substitute": bool(m.get("substitute", False)),
         })
     df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *extra, "test", "rationals", "hyperparameters"])
+    df[SETTINGS_COLUMN] = settings_labels(df)
     return _sort(df, ["task", "n", "variant", "mode", "seed"])
+
+
+# ------------------------------------------------------------------ settings of the runs
+class MixedSettingsError(ValueError):
+    """The runs of one table cell were made with different settings (other than the seed): the
+    message names the cell, the keys and which run has which value. `raft aggregate` exits 2."""
+
+
+def run_settings(hyperparameters: dict) -> dict[str, str]:
+    """The settings of a run (its record's ``hyperparameters`` that are fine-tuning settings,
+    `raft.settings.SquadFinetune`, plus the resolved precision), each as compact JSON; values
+    derived per run (the step counts of a seed's sample) are left out."""
+    from raft import settings
+
+    keys = {f.name for f in dataclasses.fields(settings.SquadFinetune)} | {"precision"}
+    return {k: json.dumps(v, sort_keys=True) for k, v in (hyperparameters or {}).items() if k in keys}
+
+
+def check_cells(runs: pd.DataFrame, study: str) -> None:
+    """Raise `MixedSettingsError` when the runs of a cell (`CELL`) differ in a setting."""
+    for key, g in runs.groupby(CELL, sort=False):
+        each = [run_settings(hp) for hp in g["hyperparameters"]]
+        differing = sorted({k for a in each for b in each for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+        if not differing:
+            continue
+        cell = " / ".join(f"{c}={v}" for c, v in zip(CELL, key))
+        values = "; ".join(
+            f"{k}: " + ", ".join(f"{a.get(k, 'absent')} in {f}" for a, f in zip(each, g["source_file"]))
+            for k in differing)
+        raise MixedSettingsError(
+            f"{study} table cell {cell} mixes runs made with different settings ({', '.join(differing)}): "
+            f"{values}. They come from different configs; the workflow's tables read only this config's "
+            "records -- rerun it, or delete the stale records")
+
+
+def settings_labels(runs: pd.DataFrame) -> list[str]:
+    """Per run, the settings whose value differs between the study's runs, as ``key=value``
+    joined by ";" (sorted; empty when nothing differs): what the tables compare."""
+    each = [run_settings(hp) for hp in runs["hyperparameters"]]
+    keys = sorted({k for a in each for b in each for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+    return [";".join(f"{k}={a[k]}" for k in keys if k in a) for a in each]
 
 
 def long_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -332,6 +399,8 @@ def long_table(runs: pd.DataFrame) -> pd.DataFrame:
     columns = list(LONG_COLUMNS)
     if "constant_predictions" in runs.columns and any(_flag(v) is not None for v in runs["constant_predictions"]):
         columns += LONG_OPTIONAL_COLUMNS
+    if SETTINGS_COLUMN in runs.columns and any(runs[SETTINGS_COLUMN]):
+        columns.append(SETTINGS_COLUMN)
     rows = []
     for r in runs.to_dict("records"):
         for eval_set, metrics in (r["test"] or {}).items():
@@ -445,6 +514,7 @@ def summary_table(long: pd.DataFrame, *, average: bool = True) -> pd.DataFrame:
     if long.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     flagged = "constant_predictions" in long.columns
+    labelled = SETTINGS_COLUMN in long.columns
     for (task, eval_set, metric, n), g in long.groupby(["task", "eval_set", "metric", "n"], sort=False):
         b_all, r_all = g[g["variant"] == "bert"], g[g["variant"] == "raft"]
         for bmode, rmode in _mode_pairs(sorted(b_all["mode"].unique()), sorted(r_all["mode"].unique())):
@@ -455,10 +525,13 @@ def summary_table(long: pd.DataFrame, *, average: bool = True) -> pd.DataFrame:
                                b, r, bmode, rmode, meta)
             if flagged:
                 row.update(bert_constant_runs=constant_runs(b), raft_constant_runs=constant_runs(r))
+            if labelled:
+                row.update(bert_settings=_join_unique(b[SETTINGS_COLUMN]), raft_settings=_join_unique(r[SETTINGS_COLUMN]))
             rows.append(row)
     if average:
         rows += _average_rows(long)
-    columns = SUMMARY_COLUMNS + (SUMMARY_OPTIONAL_COLUMNS if flagged else [])
+    columns = (SUMMARY_COLUMNS + (SUMMARY_OPTIONAL_COLUMNS if flagged else [])
+               + (SUMMARY_SETTINGS_COLUMNS if labelled else []))
     df = pd.DataFrame(rows, columns=columns)
     return _sort(df, ["task", "n", "eval_set", "metric", "bert_mode", "raft_mode"])
 
@@ -505,15 +578,20 @@ def _average_rows(long: pd.DataFrame) -> list[dict]:
             if "constant_predictions" in meta.columns:  # the task runs the average rests on
                 row.update(bert_constant_runs=constant_runs(meta[meta["variant"] == "bert"]),
                            raft_constant_runs=constant_runs(meta[meta["variant"] == "raft"]))
+            if SETTINGS_COLUMN in meta.columns:
+                row.update(bert_settings=_join_unique(meta.loc[meta["variant"] == "bert", SETTINGS_COLUMN]),
+                           raft_settings=_join_unique(meta.loc[meta["variant"] == "raft", SETTINGS_COLUMN]))
             rows.append(row)
     return rows
 
 
 # ------------------------------------------------------------------ one study's tables
-def study_tables(results: str | os.PathLike, study: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(runs, long, summary) of one study from its result files; the zero-shot tables get the
-    ``ZEROSHOT_COLUMNS`` (`zeroshot_columns`)."""
-    runs = load_runs(results, study)
+def study_tables(results: str | os.PathLike, study: str,
+                 files: list[Path] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, long, summary) of one study from its result files (``files``, default
+    `record_files`); the zero-shot tables get the ``ZEROSHOT_COLUMNS`` (`zeroshot_columns`)."""
+    runs = load_runs(results, study, files)
+    check_cells(runs, study)
     long = long_table(runs)
     summary = summary_table(long, average=STUDIES[study][3])
     if study == "zeroshot":
@@ -539,35 +617,35 @@ def zeroshot_columns(runs: pd.DataFrame, long: pd.DataFrame,
     def order(df, base, optional):
         return df[base + ZEROSHOT_COLUMNS + [c for c in optional if c in df.columns]]
 
-    return order(long, LONG_COLUMNS, LONG_OPTIONAL_COLUMNS), order(summary, SUMMARY_COLUMNS, SUMMARY_OPTIONAL_COLUMNS)
+    return (order(long, LONG_COLUMNS, LONG_OPTIONAL_COLUMNS + [SETTINGS_COLUMN]),
+            order(summary, SUMMARY_COLUMNS, SUMMARY_OPTIONAL_COLUMNS + SUMMARY_SETTINGS_COLUMNS))
 
 
 # ------------------------------------------------------------------ pretraining
-def load_pretrain(results: str | os.PathLike = "results") -> pd.DataFrame:
+def load_pretrain(results: str | os.PathLike = "results", files: list[Path] | None = None) -> pd.DataFrame:
+    """One row per pretraining record (``files``, default `record_files`)."""
     results = Path(results)
-    root = results / "pretrain"
     rows = []
-    if root.is_dir():
-        for path in sorted(root.glob("*/metrics.json")):
-            m = _read_json(path)
-            if not isinstance(m, dict):
-                continue
-            data = m.get("data") or {}
-            rows.append({
-                "variant": str(m.get("variant", path.parent.name)),
-                "seed": m.get("seed"),
-                "steps": m.get("steps"),
-                "tokens_seen": m.get("tokens_seen"),
-                "eval_loss": m.get("eval_loss"),
-                "perplexity": m.get("perplexity"),
-                "wall_time_s": m.get("wall_time_s"),
-                "tokens_per_s": m.get("tokens_per_s"),
-                "device": m.get("device"),
-                "data_source": data.get("source"),
-                "train_sequences": data.get("train_sequences"),
-                "validation_sequences": data.get("validation_sequences"),
-                "source_file": _rel(path, results.parent if results.name else results),
-            })
+    for path in record_files(results, "pretrain") if files is None else files:
+        m = _read_json(path)
+        if not isinstance(m, dict):
+            continue
+        data = m.get("data") or {}
+        rows.append({
+            "variant": str(m.get("variant", path.parent.name)),
+            "seed": m.get("seed"),
+            "steps": m.get("steps"),
+            "tokens_seen": m.get("tokens_seen"),
+            "eval_loss": m.get("eval_loss"),
+            "perplexity": m.get("perplexity"),
+            "wall_time_s": m.get("wall_time_s"),
+            "tokens_per_s": m.get("tokens_per_s"),
+            "device": m.get("device"),
+            "data_source": data.get("source"),
+            "train_sequences": data.get("train_sequences"),
+            "validation_sequences": data.get("validation_sequences"),
+            "source_file": _rel(path, results.parent if results.name else results),
+        })
     df = pd.DataFrame(rows, columns=PRETRAIN_COLUMNS)
     return _sort(df, ["variant", "seed"])
 
@@ -577,15 +655,13 @@ def load_pretrain_log(results: str | os.PathLike = "results") -> pd.DataFrame:
     val_perplexity); empty validation cells become NaN."""
     cols = ["variant", "step", "tokens", "loss", "lr", "val_loss", "val_perplexity"]
     parts = []
-    root = Path(results) / "pretrain"
-    if root.is_dir():
-        for path in sorted(root.glob("*/log.csv")):
-            try:
-                df = pd.read_csv(path)
-            except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
-                continue
-            df.insert(0, "variant", path.parent.name)
-            parts.append(df)
+    for path in (p.parent / "log.csv" for p in record_files(results, "pretrain")):
+        try:
+            df = pd.read_csv(path)
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+        df.insert(0, "variant", path.parent.name)
+        parts.append(df)
     if not parts:
         return pd.DataFrame(columns=cols)
     df = pd.concat(parts, ignore_index=True)
@@ -667,39 +743,93 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
             out[c] = out[c].map({True: "true", False: "false"})
         elif out[c].dtype == object:
             out[c] = out[c].map(lambda v: "true" if v is True else "false" if v is False else v)
-    text = out.to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="", lineterminator="\n")
+    _write_text(path, out.to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="", lineterminator="\n"))
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """``text`` to ``path`` through a temporary file (removed when the write fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        exc.filename = exc.filename or str(path)
+        raise
+    return path
 
 
-def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike | None = None) -> dict[str, Path]:
+def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike | None = None,
+              records: dict[str, list[str]] | None = None) -> dict[str, Path]:
+    """Every table in ``output`` (default ``<results>/tables``) and the manifest of the records
+    they hold (``records.json``: ``{"records": {study: [path relative to results]},
+    "ignored": {study: count}}``, read back by `record_files`). ``records``: the records of
+    the study by study, paths relative to ``results`` (`raft.layout.study_records` less its
+    ``results/``); the others found under ``results`` are ignored and counted (one line on
+    stderr). Without it every record found is read."""
     results = Path(results)
     output = Path(output) if output is not None else results / "tables"
-    # read every result file before writing anything: a broken one (ResultFileError) leaves
-    # no partial set of tables behind
-    tables: dict[str, tuple[Path, pd.DataFrame]] = {"pretrain": (output / "pretrain.csv", load_pretrain(results))}
+    found = {study: found_records(results, study) for study in ("pretrain", *STUDIES)}
+    if records is None:
+        records = {study: [_rel(p, results) for p in paths] for study, paths in found.items()}
+    listed = {study: {results / p for p in records.get(study, [])} for study in found}
+    ignored = {study: len(set(paths) - listed[study]) for study, paths in found.items()}
+    if sum(ignored.values()):
+        detail = ", ".join(f"{study}: {k}" for study, k in ignored.items() if k)
+        print(f"raft aggregate: {sum(ignored.values())} records of other configs ignored ({detail}); "
+              f"the tables hold the {sum(map(len, listed.values()))} records of this one", file=sys.stderr)
+    manifest = {"records": {study: list(records.get(study, [])) for study in found}, "ignored": ignored}
+    # read every result file before writing anything: a broken one (ResultFileError) or a table
+    # cell of mixed settings (MixedSettingsError) leaves no partial set of tables behind
+    files = {study: sorted(paths) for study, paths in listed.items()}
+    tables = {"pretrain": (output / "pretrain.csv", load_pretrain(results, files["pretrain"]))}
     for study, (_, long_name, summary_name, _) in STUDIES.items():
-        _, long, summary = study_tables(results, study)
+        _, long, summary = study_tables(results, study, files[study])
         tables[study] = (output / long_name, long)
         tables[f"{study}_summary"] = (output / summary_name, summary)
     written: dict[str, Path] = {}
     for name, (path, df) in tables.items():
         write_csv(df, path)
         written[name] = path
+    written["manifest"] = _write_text(output / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return written
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--results", default="results", help="results directory (default: results)")
     parser.add_argument("--output", default=None, help="output directory (default: <results>/tables)")
+    parser.add_argument("--study-config", default=None, metavar="JSON",
+                        help="the workflow's checked config and its zero-shot targets, as JSON "
+                             '({"config": ..., "zeroshot": [...]}): the tables read exactly its records '
+                             "(raft.layout.study_records); other records under --results are ignored and "
+                             "counted (default: every record found)")
+
+
+def study_config_records(text: str) -> dict[str, list[str]]:
+    """``--study-config`` -> the study's records, relative to the results folder."""
+    from raft import layout
+
+    spec = json.loads(text)
+    records = layout.study_records(spec["config"], spec.get("zeroshot") or [])
+    prefix = layout.RESULTS + "/"
+    return {study: [p[len(prefix):] if p.startswith(prefix) else p for p in paths]
+            for study, paths in records.items()}
 
 
 def main(args) -> int:
     try:
-        written = aggregate(args.results, args.output)
-    except ResultFileError as exc:
+        records = study_config_records(args.study_config) if args.study_config else None
+        written = aggregate(args.results, args.output, records)
+    except (ResultFileError, MixedSettingsError) as exc:
         print(f"raft aggregate: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        from raft.train.runtime import disk_full_message  # (imports torch: only on this path)
+
+        print(f"raft aggregate: error: {disk_full_message(exc.filename)}", file=sys.stderr)
         return 2
     for name, path in written.items():
         print(f"{name}: {path}")

@@ -110,7 +110,7 @@ def load_finetuned(results_dir, study: str = "glue") -> pd.DataFrame:
     """One row per fine-tuning run whose metrics.json records ``preactivations.dev`` (older
     results do not): ``layers`` {layer: record} and the run's ``rationals``."""
     rows = []
-    for path in agg._metric_files(Path(results_dir), study):
+    for path in agg.record_files(results_dir, study):
         m = agg._read_json(path)
         pre = m.get(FINETUNE_KEY) if isinstance(m, dict) else None
         dev = pre.get("dev") if isinstance(pre, dict) else None

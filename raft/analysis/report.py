@@ -98,6 +98,11 @@ def display_rows(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
     return d.reset_index(drop=True)
 
 
+def _text(value) -> str:
+    """A table cell as text: NaN / None (an empty CSV cell) -> ""."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = True,
                  show_params: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """String table for one N (rows: task x metric) and its footnotes. Marks: † partial data,
@@ -135,6 +140,9 @@ def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
         if show_params:
             row["trainable params (BERT/RAFT)"] = (f"{fmt_int(r.bert_trainable_parameters)} / "
                                                    f"{fmt_int(r.raft_trainable_parameters)}")
+        settings = [_text(getattr(r, f"{arm}_settings", "")) for arm in agg.VARIANTS]
+        if any(settings):  # the settings that differ between the study's cells (aggregate.settings_labels)
+            row["settings (BERT / RAFT)"] = " / ".join(v.replace(";", ", ") or "–" for v in settings)
         modes = {m for m in (r.bert_mode, r.raft_mode) if m}
         if study != "glue_efficient" and modes - {"full"}:
             row["modes (BERT/RAFT)"] = f"{r.bert_mode or '–'} / {r.raft_mode or '–'}"
@@ -152,8 +160,9 @@ def format_table(summary: pd.DataFrame, n, study: str, *, paper_only: bool = Tru
             if note not in notes:
                 notes.append(note)
     table = pd.DataFrame(rows)
-    if not table.empty and "modes (BERT/RAFT)" in table.columns:
-        table["modes (BERT/RAFT)"] = table["modes (BERT/RAFT)"].fillna("")
+    for column in ("modes (BERT/RAFT)", "settings (BERT / RAFT)"):
+        if not table.empty and column in table.columns:
+            table[column] = table[column].fillna("")
     foot = []
     if any(PARTIAL_MARK in m for m in (marks(r) for r in d.itertuples(index=False))):
         foot.append(f"{PARTIAL_MARK} built on a local subset of the data (metrics.json `partial_data` / "

@@ -21,9 +21,11 @@ on disk with ``--cache-dir``).
 
 A run is the same whether it runs alone or among others (same seed, same numbers). A crash
 loses at most the run in progress: each record names its request (``request_sha1``: settings,
-task, N, seed, mode, data, pretrained weights), and a run whose ``--output`` -- or whose copy
-in ``--runs-dir`` (the workflow keeps one there, since Snakemake deletes a failed job's
-outputs) -- already holds that request is not run again.
+task, N, seed, mode, the data's content, pretrained weights, the package's source) and carries
+a checksum (``record_sha1``), and a run whose ``--output`` -- or whose copy in ``--runs-dir``
+(the workflow keeps one there, since Snakemake deletes a failed job's outputs) -- already holds
+that request is not run again. The copies are dropped when every run of the process is
+recorded, so only a failed or killed process leaves them (`raft.train.finetune_setup`).
 
 ``settings`` is a `raft.settings.Finetune` (SQuAD: `SquadFinetune`): every hyperparameter of
 the run, written as the record's ``hyperparameters`` (plus derived values). ``jobs`` say which
@@ -50,7 +52,9 @@ import torch
 from raft import settings as settings_
 from raft.data import split
 from raft.train import runtime
-from raft.train.finetune_setup import Session, check_output_path, open_session, request_sha1, reuse
+from raft import fingerprint
+from raft.train.finetune_setup import (Session, check_output_path, copy_path, drop_copies, open_session,
+                                      request_sha1, reuse)
 from raft.train.loop import FitResult, train_with_settings
 from raft.train.preact_records import FINETUNE_KEY
 from raft.train.preacts import finetune_preactivations
@@ -213,6 +217,9 @@ def run(settings, jobs: list[Job], adapter: Adapter, *, cache_dir=None, runs_dir
     log.info("%s: %d of %d runs to do (setup %.1fs)", adapter.task, len(todo), len(jobs), session.setup_s)
     for i, (job, request) in enumerate(todo, 1):
         run_one(session, job, request, index=(i, len(todo)), runs_dir=runs_dir)
+    dropped = drop_copies([request_sha1(session, job) for job in jobs], runs_dir)
+    if dropped:
+        log.info("every run recorded in its output; per-run copies dropped from %s: %d", runs_dir, dropped)
     return 0
 
 
@@ -244,10 +251,10 @@ def run_one(session: Session, job: Job, request: str, *, index=(1, 1), runs_dir=
              state.fit.best_score, {k: {m: round(v, 4) for m, v in t.items()} for k, t in state.test.items()})
     if job.save_model:
         save_model(state.model, session.tokenizer, job.save_model)
-    result = record(state)
+    result = fingerprint.with_checksum(record(state))
     runtime.write_json_atomic(job.output, result)
     if runs_dir:
-        runtime.write_json_atomic(Path(runs_dir) / f"{request}.json", result)
+        runtime.write_json_atomic(copy_path(runs_dir, request), result)
     log.info("wrote %s (%.1fs)", job.output, result["wall_time_s"])
     return result
 

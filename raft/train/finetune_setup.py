@@ -7,9 +7,14 @@ the window against the model's positions), then loads the tokenizer, the pretrai
 tokenized-data cache (`raft.train.token_cache`) and hands the adapters their parts through
 `Session.shared`.
 
-`request_sha1` names what makes a run's result (settings, task, N, seed, mode, data, the
-weights' files); `reuse` finds a run already recorded with that request (in ``--output`` or in
-``--runs-dir``), so a rerun does only what is missing. The runs themselves:
+`request_sha1` names what makes a run's result (settings, task, N, seed, mode, the data's
+content, the weights' files, the package's source: `raft.fingerprint`); `reuse` finds a run
+already recorded with that request (in ``--output`` or in ``--runs-dir``) whose checksum holds,
+so a retry does only what is missing. A stored copy that is cut off, fails its checksum or names
+another request is moved aside (``*.json.corrupt``) with a log line, and the run is computed
+again. `drop_copies` removes the per-run copies once every run of the process has its record
+in ``--output``: only a failed or killed job leaves copies behind, so a rerun that the user asks
+for (``--forcerun``; Snakemake deletes a job's outputs first) recomputes. The runs themselves:
 `raft.train.finetune`.
 """
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raft import checks
+from raft import checks, fingerprint
 from raft import settings as settings_
 from raft.data import split
 from raft.train import runtime
@@ -53,6 +58,7 @@ class Session:
     weights: dict  # the pretrained state dict; each run's model gets a copy
     data: Any
     cache: TokenCache
+    data_sha1: str = ""  # content of the loaded parts (`data_fingerprint`)
     setup_s: float = 0.0
 
     def shared(self, sample: split.Sample):
@@ -65,7 +71,7 @@ class Session:
                 return build(dataset, None)
             key = {"task": self.adapter.task, "part": name, "rows": len(dataset),
                    "ids": ids_sha1(dataset[self.adapter.id_column]), "sources": dict(self.data.sources),
-                   "tokenizer": self.cache.tokenizer_id(self.tokenizer),
+                   "data": self.data_sha1, "tokenizer": self.cache.tokenizer_id(self.tokenizer),
                    "encoding": self.adapter.encoding(self.settings)}
             return self.cache.get(f"{self.adapter.task}-{name}", key, lambda path: build(dataset, path))
 
@@ -89,6 +95,7 @@ def open_session(settings, job: Job, adapter: Adapter, cache_dir) -> Session:
     session = Session(settings=settings, adapter=adapter, runtime=rt, pretrained_id=pretrained_id,
                       tokenizer=tokenizer, weights=weights, data=None, cache=TokenCache(cache_dir))
     session.data = load_data(adapter, job.data_dir)
+    session.data_sha1 = data_fingerprint(session.data)
     session.setup_s = time.perf_counter() - t0
     return session
 
@@ -130,7 +137,6 @@ def load_config(path, **config_overrides):
 def load_weights(path) -> tuple[dict, str]:
     """(state dict, id) of the pretrained directory's ``*.safetensors`` files; the id is the
     SHA-1 of their names, sizes and modification times and of config.json."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -142,13 +148,8 @@ def load_weights(path) -> tuple[dict, str]:
     for f in files:
         st = f.stat()
         h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}".encode())
-        try:
+        with runtime.reading_weights(f, "--pretrained: ", "copy it again or re-run `raft pretrain`"):
             weights.update(load_file(f))
-        except SafetensorError as exc:  # a truncated / corrupt weights file; its message names no file
-            raise UsageError(
-                f"--pretrained: cannot read the model weights {f}: {exc} (the file is truncated or "
-                "corrupt; copy it again or re-run `raft pretrain`)"
-            ) from exc
     return weights, h.hexdigest()
 
 
@@ -182,27 +183,80 @@ def load_data(adapter, data_dir):
         raise UsageError(f"cannot load {adapter.data_name}: {exc}") from exc
 
 
+def data_fingerprint(data) -> str:
+    """`raft.fingerprint.dataset_sha1` of the train pool, the dev part and the test sets."""
+    t0 = time.perf_counter()
+    digest = fingerprint.dataset_sha1(data.pool, data.dev, *(data.tests[k] for k in sorted(data.tests)))
+    log.info("data fingerprint %s (%.1fs)", digest[:12], time.perf_counter() - t0)
+    return digest
+
+
 def request_sha1(session: Session, job: Job) -> str:
-    """What makes a run's result: its settings, task, N, seed, mode, data and pretrained weights."""
+    """What makes a run's result: its settings, task, N, seed, mode, the data's content, the
+    pretrained weights and the package's source (`raft.fingerprint.code_sha1`)."""
     request = {"settings": settings_.as_record(session.settings), "precision": session.runtime.precision,
                "task": session.adapter.task, "n": job.n, "seed": job.seed, "mode": job.mode,
-               "data_dir": job.data_dir, "pretrained": session.pretrained_id}
+               "data": session.data_sha1, "pretrained": session.pretrained_id, "code": fingerprint.code_sha1()}
     return hashlib.sha1(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def copy_path(runs_dir, request: str) -> Path:
+    """Where ``--runs-dir`` keeps the record of ``request``."""
+    return Path(runs_dir) / f"{request}.json"
+
+
 def reuse(job: Job, request: str, runs_dir) -> bool:
-    """True when ``job.output`` or the copy in ``runs_dir`` records ``request`` (and the saved
-    model is there when ``--save-model`` asks for one); the copy is then written to the output."""
+    """True when ``job.output`` or the copy in ``runs_dir`` records ``request`` with a valid
+    checksum (and the saved model is there when ``--save-model`` asks for one); the copy is then
+    written to the output. A bad copy is moved aside (`stored_record`)."""
     if job.save_model and not (Path(job.save_model) / "config.json").is_file():
         return False
-    for path in [Path(job.output)] + ([Path(runs_dir) / f"{request}.json"] if runs_dir else []):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
+    for path in [Path(job.output)] + ([copy_path(runs_dir, request)] if runs_dir else []):
+        rec = stored_record(path, request, is_copy=path != Path(job.output))
+        if rec is None:
             continue
-        if isinstance(rec, dict) and rec.get("request_sha1") == request:
-            if path != Path(job.output):
-                runtime.write_json_atomic(job.output, rec)
-            log.info("n=%s seed=%s: done before (%s), not run again", job.n, job.seed, path)
-            return True
+        if path != Path(job.output):
+            runtime.write_json_atomic(job.output, rec)
+        log.info("n=%s seed=%s: done before (%s), not run again", job.n, job.seed, path)
+        return True
     return False
+
+
+def stored_record(path: Path, request: str, *, is_copy: bool) -> dict | None:
+    """The record in ``path`` if it is the one of ``request`` and its checksum holds, else None.
+    A per-run copy (``is_copy``) that is unreadable, fails its checksum or names another
+    request is moved aside with a log line; an output of other settings is simply not taken."""
+    try:
+        rec = json.loads(path.read_text())
+        problem = None if isinstance(rec, dict) else "not a JSON object"
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        rec, problem = None, f"unreadable ({type(exc).__name__}: {exc})"
+    if problem is None and rec.get("request_sha1") != request:
+        if not is_copy:
+            return None  # another request's output: computed again, overwritten
+        problem = f"it records request {str(rec.get('request_sha1'))[:12]}, not its file name's"
+    if problem is None and not fingerprint.checksum_ok(rec):
+        problem = "its content does not match its checksum (record_sha1): changed or damaged after it was written"
+    if problem is None:
+        return rec
+    where = fingerprint.move_aside(path) if is_copy else path
+    log.warning("stored run record %s: %s; %s; the run is computed again", path, problem,
+                f"moved aside to {where.name}" if is_copy else "not used")
+    return None
+
+
+def drop_copies(requests, runs_dir) -> int:
+    """Remove the ``runs_dir`` copies of ``requests`` (every run of the process has its record in
+    its output); returns how many there were."""
+    if not runs_dir:
+        return 0
+    dropped = 0
+    for request in requests:
+        try:
+            copy_path(runs_dir, request).unlink()
+            dropped += 1
+        except FileNotFoundError:
+            pass
+    return dropped

@@ -150,7 +150,9 @@ class Job:
 
 
 def main(args) -> int:
-    return run(args)
+    """`run`; a full disk while writing checkpoints or outputs is one line and exit code 2
+    (`runtime.run_command`)."""
+    return runtime.run_command(PROG, run, args)
 
 
 def run(args: argparse.Namespace, on_step=None) -> int:

@@ -1,6 +1,10 @@
 """One runtime for every training command: device, precision, autocast, grad scaler,
 seeding, processes (DDP rank / world / reductions), atomic JSON writes and exit codes.
 
+A command's ``main`` is ``run_command(prog, fn, args)``: a `UsageError` -- a bad setting or input,
+an unreadable weights file (`reading_weights`), a full disk (`DiskFullError`: `disk_full_names`
+around a write; `write_text_atomic` has it) -- is one line ``<prog>: error: <message>``, exit 2.
+
 `raft pretrain`, `raft finetune-glue` / `finetune-squad` and `raft bench` all resolve their
 device and precision here, so ``precision: auto`` means the same everywhere: bf16 on a CUDA
 device that supports it, else fp16 (with a grad scaler); on the CPU bf16 where it has native
@@ -10,10 +14,12 @@ bf16 matrix units (AVX512-BF16 or AMX), else fp32.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
 import random
+import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -30,16 +36,60 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written on a signal; run the same
 
 
 class UsageError(Exception):
-    """A problem found before any training: printed as ``<prog>: error: <message>``, exit 2."""
+    """A problem the user fixes (a setting, an input file, mostly found before any training; a
+    full disk): printed as ``<prog>: error: <message>``, exit 2."""
+
+
+class DiskFullError(UsageError):
+    """No space left on the device a file was written to (``OSError`` ENOSPC): ``no space left on
+    device writing <path> (<free> free on <mount point>)``. Raised by `disk_full_names`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        super().__init__(disk_full_message(path))
 
 
 def run_command(prog: str, fn, args) -> int:
-    """Call ``fn(args)``; a `UsageError` becomes ``<prog>: error: <message>`` and exit code 2."""
+    """Call ``fn(args)``; a `UsageError` (a `DiskFullError` too) becomes ``<prog>: error: <message>``
+    and exit code 2, and so does any other "no space left on device" (named by its file, when the
+    error has one)."""
     try:
         return int(fn(args) or 0)
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        where = exc.filename2 or exc.filename  # shutil.copyfile: filename2 is the destination
+        print(f"{prog}: error: {disk_full_message(where) if where else f'no space left on device: {exc}'}",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+
+@contextlib.contextmanager
+def reading_weights(path, prefix: str = "", remedy: str = "copy it again or re-run the command that saved it"):
+    """Around reading a safetensors file: its `SafetensorError` (a truncated or corrupt file; the
+    message names no file) becomes a `UsageError` naming ``path``, after ``prefix`` (a flag: "--pretrained: ")."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        raise UsageError(f"{prefix}cannot read the model weights {path}: {exc} (the file is truncated or "
+                         f"corrupt; {remedy})") from exc
+
+
+def check_weights(files, prefix: str = "", remedy: str = "copy it again or re-run the command that saved it") -> None:
+    """Each ``*.safetensors`` of ``files`` opens (its header against its size; the tensors are not
+    read): a truncated or corrupt one is a `UsageError` naming it (`reading_weights`), before a
+    model loader fails on it without saying which file."""
+    from safetensors import safe_open
+
+    for f in files:
+        if str(f).endswith(".safetensors"):
+            with reading_weights(f, prefix, remedy), safe_open(f, framework="pt"):
+                pass
 
 
 def check(rule, *args):
@@ -226,24 +276,74 @@ def _jsonable(obj):
     return obj
 
 
+def _size(n: float) -> str:
+    """Bytes in words: 0 B, 512 B, 1.5 MiB, 12.3 GiB."""
+    units, i = ("B", "KiB", "MiB", "GiB", "TiB", "PiB"), 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.1f} {units[i]}"
+
+
+def mount_point(path) -> Path:
+    """The mount point of the file system holding ``path`` (the nearest existing folder above it)."""
+    folder = Path(os.path.abspath(path))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def disk_full_message(path) -> str:
+    """``no space left on device writing <path> (<free> free on <mount point>)``: the free space
+    now (a partial file already removed), as the user (df's "Avail")."""
+    mount = mount_point(path)
+    try:
+        free = f"{_size(free_space(mount))} free"
+    except OSError:
+        free = "free space unknown"
+    return f"no space left on device writing {path} ({free} on {mount})"
+
+
+def free_space(folder) -> int:
+    """Bytes free to this user on the file system of ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
+@contextlib.contextmanager
+def disk_full_names(path):
+    """Around a write of ``path`` (a file, or a folder being filled): "no space left on device"
+    (``OSError`` ENOSPC) becomes a `DiskFullError` naming ``path`` and the free space left, which
+    `run_command` prints as one line with exit code 2. Leave nothing half-written behind: clean up
+    inside, so the free space is measured after it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise DiskFullError(path) from exc
+
+
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file + fsync + rename: a reader (or a rerun after
     a crash) sees the old file or the new one, never a torn one. The file gets the usual
-    permissions (umask), not a temporary file's 0600."""
+    permissions (umask), not a temporary file's 0600. A full disk is a `DiskFullError` naming
+    ``path``, the temporary file removed and the old file (if any) untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    f = open(tmp, "x", encoding="utf-8")  # noqa: SIM115 - closed below; "x": never someone else's file
-    try:
-        with f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with disk_full_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        f = open(tmp, "x", encoding="utf-8")  # noqa: SIM115 - closed below; "x": never someone else's file
+        try:
+            with f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     return path
 
 

@@ -8,11 +8,14 @@ loads it instead of tokenizing again: a test set of 20,000 MNLI pairs is tokeniz
 study, not once per job.
 
 A part is known by its key: the task, the part's name, its size and the SHA-1 of its example
-ids in order, where the data came from, the tokenizer (SHA-1 of its serialised fast-tokenizer
-JSON) and the encoding settings (sequence length; SQuAD's window). Change any of them and the
-key changes. Every lookup is counted (``hits`` / ``misses``) and noted per run
-(`take_events`, recorded in metrics.json as ``tokenized_cache``), and logged as
-``tokenized-data cache hit: ...``.
+ids in order, where the data came from, the content of the task's loaded data
+(`raft.fingerprint.dataset_sha1`: an edited data file is tokenized again), the tokenizer (SHA-1
+of its serialised fast-tokenizer JSON) and the encoding settings (sequence length; SQuAD's
+window). Change any of them and the key changes. Every lookup is counted (``hits`` /
+``misses``) and noted per run (`take_events`, recorded in metrics.json as ``tokenized_cache``),
+and logged as ``tokenized-data cache hit: ...``. A file on disk that fails to load (cut off by a
+full disk or a killed job) is moved aside (``*.arrow.corrupt``) with a log line naming it, and
+the part is tokenized again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from raft.fingerprint import move_aside
 
 log = logging.getLogger("raft.token_cache")
 
@@ -72,7 +77,16 @@ class TokenCache:
         on_disk = path is not None and path.is_file()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        value = build(None if path is None else str(path))
+        if on_disk:
+            try:
+                value = build(str(path))
+            except Exception as exc:  # a cut-off / damaged Arrow file: pyarrow's errors vary
+                aside = move_aside(path)
+                log.warning("tokenized-data cache file %s cannot be loaded (%s: %s); moved aside to %s, "
+                            "tokenizing again", path, type(exc).__name__, exc, aside.name)
+                on_disk = False
+        if not on_disk:
+            value = build(None if path is None else str(path))
         self._memory[digest] = value
         if on_disk:
             return self._found(name, "disk", digest, value)

@@ -36,6 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from raft import checks
@@ -257,6 +258,7 @@ def load_model(path, target: Target):
 
     from raft.modeling import load_pretrained
 
+    runtime.check_weights(sorted(Path(path).glob("*.safetensors")), "--model: ")
     try:
         model = load_pretrained(path, target.head)
     except (FileNotFoundError, ValueError, OSError, TypeError, SafetensorError) as exc:

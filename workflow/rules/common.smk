@@ -1,11 +1,12 @@
 # The checked config, helpers and target lists shared by all rule files.
 
+import json
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from raft import study
+from raft import layout, study
 from raft.config import load as load_config
 from raft.study import ConfigError, cli_args
 from raft.data.tasks import GLUE_TASKS
@@ -57,22 +58,15 @@ def runtime(rule_name, runs=1):
 
 
 def pretrain_targets():
-    return expand("results/pretrain/{variant}/metrics.json", variant=VARIANTS)
+    return RECORDS["pretrain"]
 
 
-RUN_PATHS = {
-    "glue": "results/glue/{task}/{variant}/n{n}/seed{seed}/metrics.json",
-    "glue_efficient": "results/glue_efficient/{task}/{variant}/n{n}/seed{seed}/metrics.json",
-    "squad": "results/squad/{variant}/n{n}/seed{seed}/metrics.json",
-}
+RUN_PATHS, MODEL_PATHS = layout.RUN_PATHS, layout.MODEL_PATHS
 
 
 def finetune_targets(name):
     """metrics.json of every run of a study (glue, glue_efficient, squad)."""
-    return [
-        RUN_PATHS[name].format(task=t, variant=v, n=n, seed=s)
-        for t, v, n, s in study.runs(config, name)
-    ]
+    return RECORDS[name]
 
 
 def glue_targets():
@@ -92,12 +86,18 @@ ZEROSHOT, _left_out = study.zeroshot_available(config, DATA_DIR)
 for _line in _left_out:
     print(_line, file=sys.stderr)
 
+# every record of this config's study (raft/layout.py): the rules' targets and, through
+# aggregate_study(), the only records the tables and notebooks read
+RECORDS = layout.study_records(config, ZEROSHOT)
+
 
 def zeroshot_targets():
-    return [
-        f"results/zeroshot/{t}/{v}/seed{s}/metrics.json"
-        for t, v, s in study.zeroshot_runs(config, ZEROSHOT)
-    ]
+    return RECORDS["zeroshot"]
+
+
+def aggregate_study():
+    """What `raft aggregate --study-config` needs to list the same records (JSON)."""
+    return json.dumps({"config": config, "zeroshot": ZEROSHOT}, separators=(",", ":"))
 
 
 def zeroshot_inputs(wildcards):
@@ -125,7 +125,10 @@ TABLES = [
 
 
 def table_targets():
-    return expand("results/tables/{table}.csv", table=TABLES)
+    """The tables and the list of the records they hold."""
+    return expand("results/tables/{table}.csv", table=TABLES) + [
+        f"results/tables/{layout.MANIFEST}"
+    ]
 
 
 def notebook_names():
@@ -194,7 +197,7 @@ def omp_threads(wildcards, threads, resources):
 
 
 PRETRAINED = "results/pretrain/{variant}/model"
-PRETRAINED_METRICS = "results/pretrain/{variant}/metrics.json"
+PRETRAINED_METRICS = layout.PRETRAIN
 
 
 # Fine-tuning jobs: low-data runs are batched, one job per (study, task, variant, N) running
@@ -203,12 +206,6 @@ PRETRAINED_METRICS = "results/pretrain/{variant}/metrics.json"
 # RUNS_DIR, so a failed batch (whose outputs Snakemake deletes) reruns only what is missing.
 TOKEN_CACHE = "results/cache/tokenized"
 RUNS_DIR = "results/checkpoints/finetune"
-
-
-MODEL_PATHS = {  # fine-tuned weights kept for zero-shot evaluation (full-data sources only)
-    "glue": "results/models/glue/{task}/{variant}/n{n}/seed{seed}",
-    "squad": "results/models/squad/{variant}/n{n}/seed{seed}",
-}
 
 
 def fill(path, wildcards):

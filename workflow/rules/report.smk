@@ -2,7 +2,8 @@
 
 
 rule aggregate:
-    """Collect every result file into tidy tables (results/tables/*.csv)."""
+    """This config's result files (and no others) -> tidy tables (results/tables/*.csv) and the
+    list of the records they hold (results/tables/records.json, read by the notebooks)."""
     input:
         pretrain_targets(),
         glue_targets(),
@@ -19,6 +20,7 @@ rule aggregate:
             )
             for table in TABLES
         },
+        manifest=f"results/tables/{layout.MANIFEST}",
     log:
         "results/logs/aggregate.log",
     conda:
@@ -32,8 +34,10 @@ rule aggregate:
         # results/tables/x.csv -> results
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
+        study=aggregate_study(),
     shell:
-        "raft aggregate --results {params.results} --output {params.outdir} > {log} 2>&1"
+        "raft aggregate --results {params.results} --output {params.outdir} "
+        "--study-config {params.study:q} > {log} 2>&1"
 
 
 rule run_notebook:
