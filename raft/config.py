@@ -54,10 +54,19 @@ def _pick(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     value or unknown key, not "is not of type 'number'"): among the context's errors, those of
     forms whose type fits; the deepest first, then an unknown key (propertyNames), then the rest."""
     while err.context:
-        fits = [e for e in err.context if not (e.validator == "type" and not e.relative_path)]
+        fits = [e for e in err.context if not _wrong_type(e)]
         err = min(fits or err.context,
                   key=lambda e: (-len(e.absolute_path), "propertyNames" not in e.relative_schema_path))
     return err
+
+
+def _wrong_type(err: jsonschema.ValidationError) -> bool:
+    """The value is not of this alternative's type (also: of none of a nested oneOf's types)."""
+    if err.relative_path:
+        return False
+    if err.validator == "type":
+        return True
+    return err.validator in ("oneOf", "anyOf") and bool(err.context) and all(map(_wrong_type, err.context))
 
 
 def _unknown_key(key: str, allowed) -> str:

@@ -12,11 +12,19 @@ A fine-tuning setting is looked up in layers, the first that sets it wins: ``glu
 the section (``glue`` / ``squad``), then the top level (``precision``). A value may be a number
 or a mapping keyed by task or by variant, with an optional ``default``:
 ``rational_lr: {default: 1.0e-3, sst2: 5.0e-3}``, ``max_seq_length: {bert: 384, raft: 128}``.
+
+A searchable setting (`SEARCHABLE`: ``lr``, ``rational_lr``) whose value is a list is a search:
+every (task, N, seed) runs once per value (`search_grid`: one candidate per combination), each
+under its own record (`raft.layout.SEARCH_PATHS`), and the analysis keeps, per (task, variant,
+N), the candidate with the best mean *dev* score over the seeds (`raft.analysis.aggregate`).
+``rational_lr`` is searched only where RAFs train (not for bert, nor with frozen RAFs): there the
+list's first value is passed, as it changes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shlex
 
 from raft import checks, settings
@@ -28,6 +36,7 @@ EFFICIENT_MODE = {"raft": "raf_head", "bert": "bias_head"}  # matched trainable-
 STRUCTURE = ("tasks", "mode", "low_data", "full_data", "efficient")
 RUNTIME = ("precision",)  # top-level keys a section may override
 RUN_SETTINGS = {"glue": settings.Finetune, "squad": settings.SquadFinetune}  # a run's flags
+SEARCHABLE = ("lr", "rational_lr")  # settings a list turns into a search (schema: *search_number)
 
 
 class ConfigError(ValueError):
@@ -124,7 +133,24 @@ def finetune_families(config: dict) -> list[dict]:
                                  tasks=[t for t in tasks if t not in kept]))
         if kept:
             families.append(dict(name=f"finetune_{name}_full_kept", study=name, n="full", tasks=kept, keep=True))
-    return families
+    # a family whose runs search a setting gets a twin writing one record per candidate
+    # (raft.layout.SEARCH_PATHS; its `search` wildcard is the candidate's `search_label`)
+    searched = {(name, n == "full") for name in STUDIES for t, v, n, _ in runs(config, name)
+                if search_grid(config, name, t, v, n) != [{}]}
+    return families + [dict(f, name=f"{f['name']}_search", search=True) for f in families
+                       if (f["study"], f["n"] == "full") in searched and not f.get("keep")]
+
+
+def check_search(config: dict) -> None:
+    """A search needs runs to select from and cannot feed a zero-shot evaluation (which scores
+    one model per seed): refused naming the key."""
+    for name in STUDIES:
+        for task, variant, n, _ in runs(config, name):
+            found = _searched(config, name, task, variant, n)
+            if n == "full" and found and keeps_model(config, name, task):
+                _, key = setting(config, name, next(iter(found)), task=task, variant=variant, n=n)
+                raise ConfigError(f"invalid configuration value at '{key}': a search over the full-data runs of "
+                                  f"{task} is not supported while zero-shot evaluation uses them (zeroshot)")
 
 
 def check_zeroshot(config: dict) -> None:
@@ -175,13 +201,59 @@ def setting(config: dict, study: str, key: str, *, task: str, variant: str, n) -
     return None, f"{section_of(study)}.{key}"
 
 
-def finetune_settings(config: dict, study: str, task: str, variant: str, n) -> dict[str, tuple[object, str]]:
-    """{flag: (value, config key)} of a `raft finetune-glue` / `finetune-squad` run."""
+def finetune_settings(config: dict, study: str, task: str, variant: str, n,
+                      candidate: dict | None = None) -> dict[str, tuple[object, str]]:
+    """{flag: (value, config key)} of a `raft finetune-glue` / `finetune-squad` run; a searched
+    setting takes its value from ``candidate`` (one of `search_grid`), else its list's first."""
     cls = RUN_SETTINGS[section_of(study)]
     out = {}
     for f in dataclasses.fields(cls):
         value, key = setting(config, study, f.name, task=task, variant=variant, n=n)
+        if isinstance(value, list):
+            value = (candidate or {}).get(f.name, value[0])
         out[f.name] = (f.default, key) if value is None else (value, key)
+    return out
+
+
+def _searched(config: dict, study: str, task: str, variant: str, n) -> dict[str, list]:
+    """{setting: values} of the searches of one (task, variant, N) (see the module docstring)."""
+    found = {}
+    for key in SEARCHABLE:
+        value, _ = setting(config, study, key, task=task, variant=variant, n=n)
+        if isinstance(value, list):
+            found[key] = list(value)
+    if not _has_rafs(config, variant) or mode(config, study, variant) == "frozen_rafs":
+        found.pop("rational_lr", None)
+    return found
+
+
+def search_grid(config: dict, study: str, task: str, variant: str, n) -> list[dict]:
+    """The candidates of a (task, variant, N): ``[{setting: value}]``, one per combination of
+    the searched settings' values; ``[{}]`` (one plain run) when nothing is searched."""
+    found = _searched(config, study, task, variant, n)
+    return [dict(zip(found, combo)) for combo in itertools.product(*found.values())] or [{}]
+
+
+def searched_settings(config: dict, study: str) -> list[str]:
+    """The settings some run of ``study`` searches (in `SEARCHABLE` order)."""
+    keys = {k for t, v, n in {r[:3] for r in runs(config, study)} for k in _searched(config, study, t, v, n)}
+    return [k for k in SEARCHABLE if k in keys]
+
+
+def search_label(candidate: dict) -> str:
+    """A candidate as a path segment and wildcard: ``rational_lr=0.001`` (``,`` between settings);
+    values as Python writes floats, so `parse_search_label` gives them back exactly."""
+    return ",".join(f"{k}={float(v)!r}" for k, v in candidate.items())
+
+
+def parse_search_label(label: str) -> dict:
+    """`search_label` backwards: ``"rational_lr=0.001"`` -> ``{"rational_lr": 0.001}``."""
+    out = {}
+    for part in label.split(","):
+        key, _, value = part.partition("=")
+        if key not in SEARCHABLE:
+            raise ValueError(f"{label!r}: {key!r} is not a searchable setting ({', '.join(SEARCHABLE)})")
+        out[key] = float(value)
     return out
 
 
@@ -335,5 +407,6 @@ def preflight(config: dict, data_dir: str | None) -> None:
 
     check_pretraining(config)
     check_zeroshot(config)
+    check_search(config)
     for study in STUDIES:
         check_finetuning(config, study, pool_size)

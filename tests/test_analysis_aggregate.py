@@ -55,7 +55,9 @@ def test_cli_writes_every_table_and_header_only_when_missing(tmp_path):
 def test_nonexistent_results_dir_does_not_crash(tmp_path):
     out = tmp_path / "tables"
     assert cli.main(["aggregate", "--results", str(tmp_path / "nope"), "--output", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([*TABLES, "records.json"])
+    from raft import layout
+
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{t}.csv" for t in layout.TABLES), "records.json"])
 
 
 def test_constant_gain_known_answer(tmp_path):
@@ -432,10 +434,14 @@ def test_tables_read_the_study_records_only_and_count_the_others(tmp_path, capsy
 def test_study_config_gives_the_layouts_records(tmp_path, capsys):
     """`raft aggregate --study-config` lists the records of a config (`raft.layout.study_records`)."""
     results = _known_tree(tmp_path / "results", [0.01] * 5, tasks=("cola", "rte"))
-    config = {"variants": ["bert", "raft"],
-              "glue": {"tasks": ["rte"], "low_data": {"sizes": [100], "seeds": SEEDS[:3]}, "full_data": {"seeds": []},
-                       "efficient": {"tasks": [], "sizes": [], "seeds": []}},
-              "squad": {"low_data": {"sizes": [], "seeds": []}, "full_data": {"seeds": []}}}
+    from test_workflow import REPO, merged_config
+
+    from raft.config import validate
+
+    config = merged_config()
+    config["glue"] = {"tasks": ["rte"], "low_data": {"sizes": [100], "seeds": SEEDS[:3]}}
+    config["squad"] = {}
+    validate(config, REPO / "workflow/schemas/config.schema.yaml")
     spec = json.dumps({"config": config, "zeroshot": []})
     assert cli.main(["aggregate", "--results", str(results), "--study-config", spec]) == 0
     summary = _read(results / "tables/glue_summary.csv")
@@ -509,3 +515,53 @@ def test_a_full_disk_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert f"raft aggregate: error: no space left on device writing {results / 'tables/glue_summary.csv'}" in err
     assert "(3.0 MiB free on " in err
     assert not list((results / "tables").glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ searches
+def _search_tree(root):
+    """RTE at N = 100, 3 seeds. bert: one plain run per seed. raft: two candidates of its rational
+    lr (raft.layout.SEARCH_PATHS), 0.001 best on dev but worse on test, 0.005 the reverse."""
+    from raft import layout
+
+    for seed in SEEDS[:3]:
+        write_run(root, "glue", "rte", "bert", 100, seed, glue_test_metrics("rte", 0.5))
+        for rlr, dev, test in ((1e-3, 0.7, 0.55), (5e-3, 0.6, 0.65)):
+            path = write_run(root, "glue", "rte", "raft", 100, seed, glue_test_metrics("rte", test),
+                             hyperparameters={"rational_lr": rlr})
+            m = json.loads(path.read_text())
+            m["best_dev_score"] = dev
+            target = root.parent / layout.run_path("glue", "rte", "raft", 100, seed, {"rational_lr": rlr})
+            target.parent.mkdir(parents=True)
+            target.write_text(json.dumps(m))
+            path.unlink()
+    return root
+
+
+def test_a_search_keeps_the_dev_best_candidate_not_the_test_best(tmp_path):
+    written = agg.aggregate(_search_tree(tmp_path / "results"))
+    long = _read(written["glue"])
+    raft = long[(long["variant"] == "raft") & (long["metric"] == "acc")]
+    assert len(raft) == 3 and set(raft["value"]) == {0.55}  # the dev-best candidate's test scores
+    assert set(raft["settings"]) == {"rational_lr=0.001"}
+    summary = _read(written["glue_summary"])
+    row = summary[(summary["task"] == "rte") & (summary["metric"] == "acc")].iloc[0]
+    assert row["raft_mean"] == pytest.approx(0.55) and row["raft_n_seeds"] == 3 and row["raft_settings"] == "rational_lr=0.001"
+    sel = _read(written["glue_selection"])
+    assert list(sel.columns) == agg.SELECTION_COLUMNS
+    assert list(sel["candidate"]) == ["rational_lr=0.001", "rational_lr=0.005"]
+    assert list(sel["chosen"]) == [True, False] and list(sel["n_seeds"]) == [3, 3]
+    assert sel["dev_mean"].tolist() == pytest.approx([0.7, 0.6])
+    assert _read(written["squad_selection"]).empty
+
+
+def test_the_notebook_shows_every_candidates_dev_score(tmp_path):
+    from raft.analysis import report
+
+    results = _search_tree(tmp_path / "results")
+    shown = report.selection_display(results, "glue")
+    assert shown.to_dict("records") == [{
+        "task": "RTE", "N": "100", "variant": "RAFT", "chosen (by dev)": "rational_lr=0.001",
+        "rational_lr=0.001": "70.00 ± 0.00 (3) *", "rational_lr=0.005": "60.00 ± 0.00 (3)"}]
+    runs, _, summary = report.load_study(results, "glue")  # the notebook's tables: the chosen runs
+    assert len(runs[runs["variant"] == "raft"]) == 3
+    assert report.selection_display(_known_tree(tmp_path / "plain", [0.01] * 5), "glue").empty

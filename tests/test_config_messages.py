@@ -51,8 +51,8 @@ def test_the_listed_keys_are_the_schemas():
     """What the message lists is what the schema accepts (tests/test_settings.py ties the schema's
     task names to the registry)."""
     defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
-    assert defs["per_task_number"]["oneOf"][1]["propertyNames"]["enum"] == list(config.MAPPING_KEYS["per-task"])
-    for name in ("per_variant_number", "per_variant_int"):
+    assert defs["per_task_search_number"]["oneOf"][1]["propertyNames"]["enum"] == list(config.MAPPING_KEYS["per-task"])
+    for name in ("per_variant_search_number", "per_variant_int"):
         assert defs[name]["oneOf"][1]["propertyNames"]["enum"] == list(config.MAPPING_KEYS["per-variant"])
     assert config.MAPPING_KEYS["per-variant"] == ("default", *study.VARIANTS)
 

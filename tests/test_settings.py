@@ -98,5 +98,5 @@ def test_schema_task_names_are_the_registry():
     from raft.data.tasks import GLUE_TASKS
 
     assert SCHEMA["$defs"]["glue_task"]["enum"] == list(GLUE_TASKS)
-    mapping = SCHEMA["$defs"]["per_task_number"]["oneOf"][1]
+    mapping = SCHEMA["$defs"]["per_task_search_number"]["oneOf"][1]
     assert mapping["propertyNames"]["enum"] == ["default", *GLUE_TASKS]

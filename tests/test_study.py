@@ -233,3 +233,51 @@ def test_multi_gpu_pretraining_without_cuda_says_what_runs_instead(paper):
 
     for gpu in (0, 1):
         assert study.resource_warnings(config_of(PAPER, **{"resources.pretrain.gpu": gpu}), cuda_here=never) == []
+
+
+# ------------------------------------------------------------------------------ searches
+def test_a_list_is_a_search_for_the_variants_it_can_change():
+    """A list of rational lrs: one candidate per value for raft; bert (no RAF) runs once with the
+    list's first value. A list of lrs is searched for both; lists multiply."""
+    cfg = config_of(**{"glue.low_data.rational_lr": [5.0e-4, 1.0e-3, 5.0e-3]})
+    assert study.search_grid(cfg, "glue", "rte", "raft", 300) == [
+        {"rational_lr": 5e-4}, {"rational_lr": 1e-3}, {"rational_lr": 5e-3}]
+    assert study.search_grid(cfg, "glue", "rte", "bert", 300) == [{}]
+    assert flags(cfg, "glue", "rte", "bert", 300)["rational_lr"] == 5e-4
+    assert study.values(study.finetune_settings(cfg, "glue", "rte", "raft", 300, {"rational_lr": 5e-3}))[
+        "rational_lr"] == 5e-3
+    assert study.searched_settings(cfg, "glue") == ["rational_lr"] and study.searched_settings(cfg, "squad") == []
+    both = config_of(**{"glue.lr": {"bert": [1.0e-4, 3.0e-4], "raft": 3.0e-4}, "glue.rational_lr": [1.0e-3, 5.0e-3]})
+    assert len(study.search_grid(both, "glue", "rte", "bert", 300)) == 2
+    assert study.search_grid(both, "glue", "rte", "raft", 300) == [{"rational_lr": 1e-3}, {"rational_lr": 5e-3}]
+    frozen = config_of(**{"squad.rational_lr": [1.0e-3, 5.0e-3]})  # squad.mode frozen_rafs: nothing to search
+    assert study.search_grid(frozen, "squad", "squad", "raft", 100) == [{}]
+
+
+def test_search_labels_round_trip_exactly():
+    for candidate in ({"rational_lr": 5e-4}, {"lr": 1e-05, "rational_lr": 0.123456789e-3}):
+        label = study.search_label(candidate)
+        assert "/" not in label and study.parse_search_label(label) == candidate
+    assert study.search_label({"rational_lr": 1e-3}) == "rational_lr=0.001"
+    with pytest.raises(ValueError, match="'epochs' is not a searchable setting"):
+        study.parse_search_label("epochs=3")
+
+
+def test_a_search_gets_its_own_rule_and_records():
+    from raft import layout
+
+    cfg = config_of(**{"glue.low_data.rational_lr": [5.0e-4, 1.0e-3]})
+    families = {f["name"]: f for f in study.finetune_families(cfg)}
+    assert families["finetune_glue_search"]["search"] and "finetune_squad_search" not in families
+    assert families["finetune_glue_efficient_search"]["search"]  # glue.low_data is a layer of it too
+    records = layout.study_records(cfg, [])["glue"]
+    raft_rte = [r for r in records if "/rte/raft/" in r]
+    assert raft_rte == [f"results/glue/rte/raft/n300/rational_lr={v}/seed{s}/metrics.json"
+                        for s in cfg["glue"]["low_data"]["seeds"] for v in (0.0005, 0.001)]
+    assert "results/glue/rte/bert/n300/seed2022/metrics.json" in records
+    assert len(records) == len(study.runs(cfg, "glue")) * 3 // 2  # raft's half of the runs twice
+
+
+def test_a_search_over_a_zeroshot_source_is_refused():
+    with pytest.raises(ConfigError, match=r"'glue.full_data.rational_lr': a search over the full-data runs of mnli"):
+        study.check_search(config_of(PAPER, **{"glue.full_data.rational_lr": [1.0e-3, 5.0e-3]}))

@@ -223,3 +223,47 @@ def test_tables_hold_only_this_configs_runs(smoke_copy, data_dir):
     assert read_json(smoke_copy / "results/glue/rte/raft/n16/seed2022/metrics.json")["hyperparameters"]["lr"] == 1e-3
     html = (smoke_copy / "results/notebooks/glue.html").read_text()
     assert "1/1/1" in html and "2/2/2" not in html  # seeds (BERT/RAFT/paired) of every row
+
+
+def job_counts(proc) -> dict[str, int]:
+    """Snakemake's "Job stats" table: rule -> jobs run."""
+    import re
+
+    text = proc.stdout + proc.stderr
+    block = text.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in text else ""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M) if m[1] != "total"}
+
+
+def test_a_search_runs_every_candidate_and_a_new_one_alone(smoke_copy, data_dir):
+    """RAFT's rational lr searched over two values: each candidate's records exist and the
+    selection table lists both; bert (no RAF) is not run again; a rerun has nothing to do; a
+    third value runs only its own job."""
+    targets = ["results/tables/glue_selection.csv", "results/notebooks/glue.html"]
+
+    def run(values, *extra):
+        overlay = smoke_copy / "search.yaml"
+        overlay.write_text(f"glue:\n  tasks: [rte]\n  rational_lr: {values}\n  efficient: {{rational_lr: 1.0e-3}}\n")
+        return run_snakemake(*targets, "--cores", "2", *extra, "--configfile", SMOKE, overlay, "--config",
+                             f"data_dir={data_dir}", workdir=smoke_copy, timeout=900)
+
+    proc = run("[1.0e-3, 5.0e-3]")
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc).get("finetune_glue_search") == 2 and "finetune_glue" not in job_counts(proc)  # a job
+    # per candidate; bert's runs (the list's first value: no RAF to train) are not run again
+    for value in ("0.001", "0.005"):
+        for seed in (2022, 202206):
+            record = read_json(smoke_copy / f"results/glue/rte/raft/n16/rational_lr={value}/seed{seed}/metrics.json")
+            assert record["hyperparameters"]["rational_lr"] == float(value)
+    with open(smoke_copy / "results/tables/glue_selection.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["candidate"], r["n_seeds"]) for r in rows] == [("rational_lr=0.001", "2"), ("rational_lr=0.005", "2")]
+    assert sum(r["chosen"] == "true" for r in rows) == 1
+    assert "rational_lr=0.005" in (smoke_copy / "results/notebooks/glue.html").read_text()
+    again = run("[1.0e-3, 5.0e-3]", "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, output_of(again)
+    kept = (smoke_copy / "results/glue/rte/raft/n16/rational_lr=0.005/seed2022/metrics.json").read_text()
+    third = run("[1.0e-3, 5.0e-3, 2.0e-3]")
+    assert third.returncode == 0, output_of(third)
+    assert job_counts(third).get("finetune_glue_search") == 1
+    assert (smoke_copy / "results/logs/glue/rte/raft/n16/rational_lr=0.002.log").is_file()
+    assert (smoke_copy / "results/glue/rte/raft/n16/rational_lr=0.005/seed2022/metrics.json").read_text() == kept

@@ -18,6 +18,10 @@ and writes, in ``--output`` (default ``<results>/tables``):
   task x eval set x metric x N (plus the GLUE average): mean / std / number of seeds of each
   variant, and the paired comparison Δ = raft - bert with bootstrap CI, p-values and verdict
   (columns ``SUMMARY_COLUMNS``);
+- ``glue_selection.csv``, ``squad_selection.csv``, ``glue_efficient_selection.csv``: the searches
+  (`select_candidates`; ``SELECTION_COLUMNS``): per task x N x variant x mode searched, every
+  candidate's mean / std / count of dev scores over seeds and which one the tables keep (header
+  only when nothing was searched);
 - ``zeroshot.csv`` / ``zeroshot_summary.csv``: the same two shapes for the zero-shot transfer
   (``task`` = the target, snli / triviaqa), each followed by ``ZEROSHOT_COLUMNS``:
   ``source_task`` (mnli / squad) and ``substitute`` (true when the run, or for a summary row some
@@ -56,7 +60,7 @@ import pandas as pd
 
 from raft.analysis import stats
 from raft.data.tasks import TASK_INFO
-from raft.layout import MANIFEST
+from raft.layout import MANIFEST, SEARCH_STUDIES
 
 FLOAT_FORMAT = "%.6g"
 
@@ -93,6 +97,8 @@ STUDIES = {
     "glue_efficient": ("glue_efficient", "glue_efficient.csv", "glue_efficient_summary.csv", True),
     "zeroshot": ("zeroshot", "zeroshot.csv", "zeroshot_summary.csv", False),
 }
+# a search's selection (`select_candidates`): per cell and candidate, the dev scores over seeds
+SELECTION_COLUMNS = ["task", "n", "variant", "mode", "candidate", "dev_mean", "dev_std", "n_seeds", "chosen"]
 # run-level columns of the zero-shot tables, after LONG_COLUMNS / SUMMARY_COLUMNS (see the docstring)
 ZEROSHOT_COLUMNS = ["source_task", "substitute"]
 
@@ -104,7 +110,7 @@ PRETRAIN_COLUMNS = [
 RUN_COLUMNS = [
     "task", "variant", "mode", "n", "seed", "partial_data", "train_source", "test_source",
     "trainable_parameters", "best_epoch", "best_dev_score", "wall_time_s", "device",
-    "data_notes", "source_file", "constant_predictions", "settings",
+    "data_notes", "source_file", "constant_predictions", "settings", "candidate",
 ]
 LONG_COLUMNS = [
     "task", "eval_set", "variant", "mode", "n", "seed", "metric", "value", "partial_data",
@@ -129,7 +135,7 @@ NON_METRIC_KEYS = {"distinct_predictions", "constant_predictions"}
 NOTE_SEP = " | "
 # columns written as integers (nullable)
 INT_COLUMNS = {
-    "seed", "steps", "tokens_seen", "train_sequences", "validation_sequences",
+    "seed", "n_seeds", "steps", "tokens_seen", "train_sequences", "validation_sequences",
     "trainable_parameters", "bert_n_seeds", "raft_n_seeds", "n_paired",
     "bert_trainable_parameters", "raft_trainable_parameters", "best_epoch",
     "bert_constant_runs", "raft_constant_runs",
@@ -340,6 +346,7 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue",
             "data_notes": NOTE_SEP.join(str(x) for x in notes),
             "source_file": _rel(path, results.parent if results.name else results),
             "constant_predictions": constant_flag(m, test),
+            "candidate": next((p for p in path.parent.parts if "=" in p), ""),  # a search's (raft.layout)
             "test": test,
             "rationals": m.get("rationals") or {},
             "hyperparameters": hp if isinstance(hp, dict) else {},
@@ -349,6 +356,30 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue",
     df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *extra, "test", "rationals", "hyperparameters"])
     df[SETTINGS_COLUMN] = settings_labels(df)
     return _sort(df, ["task", "n", "variant", "mode", "seed"])
+
+
+# ------------------------------------------------------------------ searches
+def select_candidates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the runs the tables hold, the selection table). The runs of a cell (`CELL`) that are
+    candidates of a search (``candidate``: their folder, `raft.layout.SEARCH_PATHS`) are reduced
+    to the candidate with the best mean dev score (``best_dev_score``) over its seeds -- never a
+    test score; ties go to the first candidate in label order. The selection table
+    (``SELECTION_COLUMNS``) lists every candidate of every searched cell."""
+    if runs.empty or not any(runs["candidate"]):
+        return runs, pd.DataFrame(columns=SELECTION_COLUMNS)
+    keep, rows = [], []
+    for key, g in runs.groupby(CELL, sort=False):
+        if not all(g["candidate"]):  # a plain run among them: nothing to select (check_cells judges)
+            keep.append(g)
+            continue
+        scores = {c: stats.mean_std(pd.to_numeric(s, errors="coerce").dropna())
+                  for c, s in g.groupby("candidate", sort=True)["best_dev_score"]}
+        chosen = max(scores, key=lambda c: (-math.inf if math.isnan(scores[c][0]) else scores[c][0]))
+        keep.append(g[g["candidate"] == chosen])
+        rows += [{**dict(zip(CELL, key)), "candidate": c, "dev_mean": m, "dev_std": sd, "n_seeds": k,
+                  "chosen": c == chosen} for c, (m, sd, k) in scores.items()]
+    selection = _sort(pd.DataFrame(rows, columns=SELECTION_COLUMNS), ["task", "n", "variant", "mode", "candidate"])
+    return _sort(pd.concat(keep), ["task", "n", "variant", "mode", "seed"]), selection
 
 
 # ------------------------------------------------------------------ settings of the runs
@@ -590,7 +621,7 @@ def study_tables(results: str | os.PathLike, study: str,
                  files: list[Path] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(runs, long, summary) of one study from its result files (``files``, default
     `record_files`); the zero-shot tables get the ``ZEROSHOT_COLUMNS`` (`zeroshot_columns`)."""
-    runs = load_runs(results, study, files)
+    runs, _ = select_candidates(load_runs(results, study, files))
     check_cells(runs, study)
     long = long_table(runs)
     summary = summary_table(long, average=STUDIES[study][3])
@@ -788,6 +819,9 @@ def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike 
         _, long, summary = study_tables(results, study, files[study])
         tables[study] = (output / long_name, long)
         tables[f"{study}_summary"] = (output / summary_name, summary)
+    for study in SEARCH_STUDIES:
+        _, selection = select_candidates(load_runs(results, study, files[study]))
+        tables[f"{study}_selection"] = (output / f"{study}_selection.csv", selection)
     written: dict[str, Path] = {}
     for name, (path, df) in tables.items():
         write_csv(df, path)

@@ -28,11 +28,38 @@ CONSTANT_MARK = "§"  # a cell resting on runs that predicted one class for ever
 
 # ------------------------------------------------------------------ loading
 def load_study(results_dir, study: str):
-    """(runs, long, summary) of one study, built from the metrics.json files."""
-    runs = agg.load_runs(results_dir, study)
-    long = agg.long_table(runs)
-    summary = agg.summary_table(long, average=agg.STUDIES[study][3])
-    return runs, long, summary
+    """(runs, long, summary) of one study, built from the metrics.json files as `raft aggregate`
+    builds its tables (`aggregate.study_tables`: the searches' chosen candidates only)."""
+    return agg.study_tables(results_dir, study)
+
+
+def selection_display(results_dir, study: str) -> pd.DataFrame:
+    """The searches of a study (`aggregate.select_candidates`) for reading: a row per task, N,
+    variant (and mode): the chosen candidate, then each candidate's mean ± std dev score over its
+    seeds (× the study's scale; the chosen one marked *). Empty when nothing was searched."""
+    _, selection = agg.select_candidates(agg.load_runs(results_dir, study))
+    scale, rows = SCALE.get(study, 1.0), []
+    for key, g in selection.groupby(["task", "n", "variant", "mode"], sort=False):
+        row = {"task": task_label(key[0], ""), "N": key[1], "variant": agg.VARIANT_LABELS.get(key[2], key[2])}
+        if key[3] != "full":
+            row["mode"] = key[3]
+        row["chosen (by dev)"] = g.loc[g["chosen"], "candidate"].iloc[0].replace(",", ", ")
+        for r in g.itertuples(index=False):
+            row[r.candidate.replace(",", ", ")] = (f"{fmt(r.dev_mean * scale)} ± {fmt(r.dev_std * scale)}"
+                                                   f" ({r.n_seeds}){' *' if r.chosen else ''}")
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def show_selection(results_dir, study: str):
+    """Display `selection_display`, or a line saying that no setting was searched."""
+    from IPython.display import HTML, Markdown, display
+
+    table = selection_display(results_dir, study)
+    if table.empty:
+        display(Markdown("_No setting was searched in this study: every run used the configured values._"))
+        return
+    display(HTML(html_table(table)))
 
 
 # ------------------------------------------------------------------ formatting

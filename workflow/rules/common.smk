@@ -30,6 +30,7 @@ wildcard_constraints:
     n=r"[1-9][0-9]*|full",
     seed=r"[0-9]+",
     name=r"[a-z_]+",
+    search=r"[a-z_]+=[^/,]+(,[a-z_]+=[^/,]+)*",
 
 
 # ------------------------------------------------------------------------------------------
@@ -111,17 +112,7 @@ def zeroshot_inputs(wildcards):
     }
 
 
-TABLES = [
-    "pretrain",
-    "glue",
-    "glue_summary",
-    "squad",
-    "squad_summary",
-    "glue_efficient",
-    "glue_efficient_summary",
-    "zeroshot",
-    "zeroshot_summary",
-]
+TABLES = layout.TABLES
 
 
 def table_targets():
@@ -215,6 +206,12 @@ def fill(path, wildcards):
     return path
 
 
+def run_path(family):
+    """The record path pattern of a family's runs (a search's candidates: one folder more)."""
+    paths = layout.SEARCH_PATHS if family.get("search") else RUN_PATHS
+    return paths[family["study"]]
+
+
 def finetune_params(family):
     """The params of one fine-tuning rule: command, task flag, seeds, output pattern, flags."""
     name, seeds = family["study"], family.get("seeds")
@@ -224,14 +221,15 @@ def finetune_params(family):
     def args(wildcards):
         task = getattr(wildcards, "task", "squad")
         n = "full" if wildcards.n == "full" else int(wildcards.n)
-        settings = study.finetune_settings(config, name, task, wildcards.variant, n)
+        candidate = study.parse_search_label(wildcards.search) if family.get("search") else None
+        settings = study.finetune_settings(config, name, task, wildcards.variant, n, candidate)
         return cli_args(study.values(settings))
 
     return {
         "command": "finetune-glue" if section == "glue" else "finetune-squad",
         "task": lambda w: f"--task {w.task}" if section == "glue" else "",
         "seeds": lambda w: " ".join(map(str, seeds)) if seeds else w.seed,
-        "output": lambda w: fill(RUN_PATHS[name], w),
+        "output": lambda w: fill(run_path(family), w),
         "save_model": lambda w: f"--save-model {fill(model, w)}" if model else "",
         "mode": lambda w: study.mode(config, name, w.variant),
         "data_dir": data_dir_arg(),
@@ -241,7 +239,7 @@ def finetune_params(family):
 
 def finetune_outputs(family):
     """The metrics.json files of one job (and the kept weights' folder)."""
-    path, seeds = RUN_PATHS[family["study"]], family.get("seeds")
+    path, seeds = run_path(family), family.get("seeds")
     outputs = [path.replace("{seed}", str(s)) for s in seeds] if seeds else [path]
     if family.get("keep"):
         outputs.append(directory(MODEL_PATHS[study.section_of(family["study"])]))
@@ -250,7 +248,7 @@ def finetune_outputs(family):
 
 def finetune_log(family, kind="logs", ext="log"):
     """results/<kind>/<run path up to N>.<ext> for a batch, ... /seed{seed}.<ext> for one run."""
-    stem = RUN_PATHS[family["study"]].replace("results", f"results/{kind}", 1).rsplit("/", 1)[0]
+    stem = run_path(family).replace("results", f"results/{kind}", 1).rsplit("/", 1)[0]
     if family.get("seeds"):
         stem = stem.rsplit("/", 1)[0]
     return f"{stem}.{ext}"
