@@ -103,10 +103,11 @@ def expected_outputs(cfg: dict) -> list[str]:
                 log = f"results/logs/glue/{task}/{v}/n{n}" + (f"/seed{s}.log" if n == "full" else ".log")
                 out += [f"results/glue/{task}/{v}/n{n}/seed{s}/metrics.json", log]
     eff = glue.get("efficient", {})
+    full_seeds = eff.get("full_data", {}).get("seeds")  # N = full: these seeds when set
     for task in eff.get("tasks", []):
         for v in variants:
             for n in eff.get("sizes", []):
-                for s in eff.get("seeds", []):
+                for s in full_seeds if n == "full" and full_seeds is not None else eff.get("seeds", []):
                     out.append(f"results/glue_efficient/{task}/{v}/n{n}/seed{s}/metrics.json")
     for v in variants:
         for n, s in settings(squad):
