@@ -187,10 +187,12 @@ def test_dry_run_paper_is_fast_and_complete(tmp_path):
     counts = job_counts(proc.stdout)
     # glue: 8 tasks x 2 variants x 3 sizes, each job 10 seeds, + a job per full-data seed (6),
     # MNLI's keeping its weights (zero-shot source); glue_efficient: 8 tasks x 2 variants x
-    # N=100, 10 seeds each; squad: the same seeds, full-data weights kept
+    # N=100, 10 seeds each, + a job per full-data seed (6); squad: the same seeds, full-data
+    # weights kept
     assert counts["finetune_glue"] == 8 * 2 * 3
     assert counts["finetune_glue_full"] == 7 * 2 * 6 and counts["finetune_glue_full_kept"] == 2 * 6
     assert counts["finetune_glue_efficient"] == 8 * 2
+    assert counts["finetune_glue_efficient_full"] == 8 * 2 * 6
     assert counts["finetune_squad"] == 2 * 3 and counts["finetune_squad_full_kept"] == 2 * 6
     assert "finetune_squad_full" not in counts
     assert sum(counts.values()) > 150
