@@ -7,11 +7,12 @@ before any job is scheduled, calls `preflight`, which applies the commands' own 
 (`raft.checks`, and N against each task's train pool) to every job and names the config key
 of the first setting that breaks one.
 
-A fine-tuning setting is looked up in layers, the first that sets it wins: ``glue.efficient``
-(parameter-efficient study only), then ``<section>.low_data`` or ``<section>.full_data``, then
-the section (``glue`` / ``squad``), then the top level (``precision``). A value may be a number
-or a mapping keyed by task or by variant, with an optional ``default``:
-``rational_lr: {default: 1.0e-3, sst2: 5.0e-3}``, ``max_seq_length: {bert: 384, raft: 128}``.
+A fine-tuning setting is looked up in layers, the first that sets it wins: for the
+parameter-efficient study ``glue.efficient.full_data`` (its N = full runs) and ``glue.efficient``,
+then ``<section>.low_data`` or ``<section>.full_data``, then the section (``glue`` / ``squad``),
+then the top level (``precision``). A value may be a number or a mapping keyed by task or by
+variant, with an optional ``default``: ``rational_lr: {default: 1.0e-3, sst2: 5.0e-3}``,
+``max_seq_length: {bert: 384, raft: 128}``. `setting` is the one place that resolves them.
 
 A searchable setting (`SEARCHABLE`: ``lr``, ``rational_lr``) whose value is a list is a search:
 every (task, N, seed) runs once per value (`search_grid`: one candidate per combination), each
@@ -48,12 +49,21 @@ def section_of(study: str) -> str:
 
 
 # ------------------------------------------------------------------------------ runs
+def _efficient_seeds(config: dict, n) -> list[int]:
+    """Seeds of the parameter-efficient runs of size N: ``glue.efficient.full_data.seeds`` for
+    N = full when set, else ``glue.efficient.seeds``."""
+    eff = config["glue"]["efficient"]
+    full = eff.get("full_data", {}).get("seeds")
+    return list(full if n == "full" and full is not None else eff["seeds"])
+
+
 def runs(config: dict, study: str) -> list[tuple[str, str, int | str, int]]:
     """(task, variant, N, seed) of every run of a study; N is an int or "full"."""
     variants = config["variants"]
     if study == "glue_efficient":
         eff = config["glue"]["efficient"]
-        return [(t, v, n, s) for t in eff["tasks"] for v in variants for n in eff["sizes"] for s in eff["seeds"]]
+        return [(t, v, n, s) for t in eff["tasks"] for v in variants for n in eff["sizes"]
+                for s in _efficient_seeds(config, n)]
     section = config[study]
     grid = [(n, s) for n in section["low_data"]["sizes"] for s in section["low_data"]["seeds"]]
     grid += [("full", s) for s in section["full_data"]["seeds"]]
@@ -62,11 +72,21 @@ def runs(config: dict, study: str) -> list[tuple[str, str, int | str, int]]:
 
 
 def seeds(config: dict, study: str) -> tuple[list[int], list[int]]:
-    """(low-data seeds, full-data seeds) of a study (every low-data N has the same seeds)."""
+    """(low-data seeds, full-data seeds) of a study (every low-data N has the same seeds); the
+    parameter-efficient study's full-data runs are those of "full" in ``glue.efficient.sizes``."""
     if study == "glue_efficient":
-        return list(config["glue"]["efficient"]["seeds"]), []
+        sizes = config["glue"]["efficient"]["sizes"]
+        low = _efficient_seeds(config, 1) if any(n != "full" for n in sizes) else []
+        return low, _efficient_seeds(config, "full") if "full" in sizes else []
     section = config[study]
     return list(section["low_data"]["seeds"]), list(section["full_data"]["seeds"])
+
+
+def tasks_of(config: dict, study: str) -> list[str]:
+    """The tasks a study fine-tunes on (SQuAD: ``["squad"]``)."""
+    if study == "glue_efficient":
+        return list(config["glue"]["efficient"]["tasks"])
+    return list(config["glue"]["tasks"]) if study == "glue" else ["squad"]
 
 
 # zero-shot target -> (study, task) whose full-data fine-tuned models it scores
@@ -126,7 +146,7 @@ def finetune_families(config: dict) -> list[dict]:
             families.append(dict(name=f"finetune_{name}", study=name, n=r"[1-9][0-9]*", seeds=low))
         if not full:
             continue
-        tasks = config["glue"]["tasks"] if name == "glue" else ["squad"]
+        tasks = tasks_of(config, name)
         kept = [t for t in tasks if keeps_model(config, name, t)]
         if len(kept) < len(tasks):
             families.append(dict(name=f"finetune_{name}_full", study=name, n="full",
@@ -180,7 +200,9 @@ def _layers(config: dict, study: str, n) -> list[tuple[str, dict]]:
     kind = "full_data" if n == "full" else "low_data"
     layers = [(f"{name}.{kind}", section[kind]), (name, section), ("", {k: config[k] for k in RUNTIME})]
     if study == "glue_efficient":
-        layers.insert(0, ("glue.efficient", section["efficient"]))
+        eff = section["efficient"]
+        first = [("glue.efficient.full_data", eff.get("full_data", {}))] if n == "full" else []
+        layers = first + [("glue.efficient", eff)] + layers
     return layers
 
 

@@ -69,6 +69,10 @@ def test_the_listed_keys_are_the_schemas():
      "not name)"),
     # neither form: the plain number's message, with the YAML hint
     ({"glue.rational_lr": "1e-3"}, "glue.rational_lr", "'1e-3' is not of type 'number' (YAML reads numbers"),
+    # a per-task mapping in a low-data / full-data layer; a size that is neither N nor "full"
+    ({"glue.full_data.rational_lr": {"default": 1.0e-3, "qnli": 0}}, "glue.full_data.rational_lr.qnli",
+     "0 is less than or equal to the minimum of 0"),
+    ({"glue.efficient.sizes": [100, "ful"]}, "glue.efficient.sizes[1]", "'ful' is not one of ['full']"),
 ])
 def test_a_mapping_reports_its_own_failure(changes, key, words):
     with pytest.raises(ConfigError) as err:

@@ -47,21 +47,35 @@ def test_paper_glue_settings_as_the_authors(paper):
     low = flags(paper, "glue", "rte", "raft", 100)
     assert (low["epochs"], low["patience"], low["lr"], low["batch_size"]) == (20, 10, 5e-5, 32)
     assert (low["weight_decay"], low["adam_eps"], low["precision"]) == (0.1, 1e-6, "fp32")
-    per_task = {t: flags(paper, "glue", t, "raft", 100)["rational_lr"] for t in paper["glue"]["tasks"]}
-    assert per_task == {"cola": 1e-3, "sst2": 5e-3, "mrpc": 1e-4, "stsb": 1e-3, "qqp": 5e-4, "mnli": 5e-4,
-                        "qnli": 1e-4, "rte": 1e-3}
+    low_lr = {t: flags(paper, "glue", t, "raft", 100)["rational_lr"] for t in paper["glue"]["tasks"]}
+    assert low_lr == {"cola": 5e-3, "sst2": 1e-3, "mrpc": 1e-3, "stsb": 5e-3, "qqp": 5e-3, "mnli": 5e-3,
+                      "qnli": 1e-3, "rte": 1e-3}
+    full_lr = {t: flags(paper, "glue", t, "raft", "full")["rational_lr"] for t in paper["glue"]["tasks"]}
+    assert full_lr == {"cola": 5e-4, "sst2": 1e-3, "mrpc": 1e-4, "stsb": 1e-3, "qqp": 5e-4, "mnli": 5e-4,
+                       "qnli": 1e-4, "rte": 5e-4}
+    assert study.setting(paper, "glue", "rational_lr", task="qnli", variant="raft", n="full") == (
+        1e-4, "glue.full_data.rational_lr.qnli")
     full = flags(paper, "glue", "rte", "bert", "full")
-    assert (full["epochs"], full["patience"]) == (3, 2)
+    assert (full["epochs"], full["patience"]) == (10, 10)
 
 
 def test_paper_efficient_and_squad_settings(paper):
     bert, raft = (flags(paper, "glue_efficient", "rte", v, 100) for v in ("bert", "raft"))
     assert (bert["lr"], raft["lr"], raft["rational_lr"]) == (1e-2, 5e-3, 1e-3)
     assert (raft["epochs"], raft["patience"]) == (30, 20)
+    bert_full, raft_full = (flags(paper, "glue_efficient", "mnli", v, "full") for v in ("bert", "raft"))
+    assert (bert_full["lr"], raft_full["lr"], raft_full["rational_lr"]) == (5e-3, 1e-2, 5e-4)
+    assert (raft_full["epochs"], raft_full["patience"]) == (6, 10)
+    assert study.setting(paper, "glue_efficient", "lr", task="mnli", variant="bert", n="full") == (
+        5e-3, "glue.efficient.full_data.lr.bert")
+    eff = {(n, s) for t, v, n, s in study.runs(paper, "glue_efficient") if (t, v) == ("rte", "raft")}
+    assert {s for n, s in eff if n == "full"} == {2022, 202206, 20220602, 2259, 5309, 49}
+    assert len(eff) == 10 + 6
     assert study.mode(paper, "glue_efficient", "bert") == "bias_head"
     assert study.mode(paper, "glue_efficient", "raft") == "raf_head"
     sq = flags(paper, "squad", "squad", "raft", "full")
     assert (sq["max_seq_length"], sq["doc_stride"], sq["adam_eps"], sq["precision"]) == (384, 128, 1e-8, "fp32")
+    assert sq["patience"] >= sq["epochs"] == 10  # no early stopping, as the authors' run_squad.py
     assert study.mode(paper, "squad", "raft") == "frozen_rafs" and study.mode(paper, "squad", "bert") == "full"
     seeds = {(n, s) for _, v, n, s in study.runs(paper, "squad") if v == "raft"}
     assert len(seeds) == 3 * 10 + 6
@@ -72,6 +86,7 @@ def test_paper_pretraining_settings(paper):
     raft = study.values(study.pretrain_settings(paper, "raft"))
     assert raft["max_position_embeddings"] == 512 and raft["rational_init"] == "gelu_paper"
     assert (raft["batch_size"], raft["max_steps"], raft["lr"]) == (4096, 23000, 7e-4)
+    assert raft["output_bias"] == "zero"
     bert = study.pretrain_settings(paper, "bert")
     assert not any(k.startswith("rational_") for k in bert)
 
@@ -185,12 +200,16 @@ def test_fine_tuning_families_of_the_paper(paper):
     """Low-data runs batched per (task, variant, N) over their seeds; full-data runs one job per
     seed; MNLI and SQuAD full-data runs (zero-shot sources) keep their weights."""
     families = {f["name"]: f for f in study.finetune_families(paper)}
-    assert sorted(families) == ["finetune_glue", "finetune_glue_efficient", "finetune_glue_full",
-                                "finetune_glue_full_kept", "finetune_squad", "finetune_squad_full_kept"]
+    assert sorted(families) == ["finetune_glue", "finetune_glue_efficient", "finetune_glue_efficient_full",
+                                "finetune_glue_full", "finetune_glue_full_kept", "finetune_squad",
+                                "finetune_squad_full_kept"]
     assert families["finetune_glue"]["seeds"] == paper["glue"]["low_data"]["seeds"]
     assert "seeds" not in families["finetune_glue_full"] and families["finetune_glue_full"]["n"] == "full"
     assert families["finetune_glue_full_kept"]["tasks"] == ["mnli"] and families["finetune_glue_full_kept"]["keep"]
     assert "mnli" not in families["finetune_glue_full"]["tasks"]
+    efficient_full = families["finetune_glue_efficient_full"]  # one job per seed, every efficient task
+    assert "seeds" not in efficient_full and efficient_full["n"] == "full" and not efficient_full.get("keep")
+    assert efficient_full["tasks"] == paper["glue"]["efficient"]["tasks"]
     off = config_of(PAPER, **{"zeroshot.snli": False, "zeroshot.triviaqa": False})
     assert not any(f.get("keep") for f in study.finetune_families(off))
 

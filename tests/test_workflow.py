@@ -103,10 +103,11 @@ def expected_outputs(cfg: dict) -> list[str]:
                 log = f"results/logs/glue/{task}/{v}/n{n}" + (f"/seed{s}.log" if n == "full" else ".log")
                 out += [f"results/glue/{task}/{v}/n{n}/seed{s}/metrics.json", log]
     eff = glue.get("efficient", {})
+    full_seeds = eff.get("full_data", {}).get("seeds")  # N = full: these seeds when set
     for task in eff.get("tasks", []):
         for v in variants:
             for n in eff.get("sizes", []):
-                for s in eff.get("seeds", []):
+                for s in full_seeds if n == "full" and full_seeds is not None else eff.get("seeds", []):
                     out.append(f"results/glue_efficient/{task}/{v}/n{n}/seed{s}/metrics.json")
     for v in variants:
         for n, s in settings(squad):
@@ -186,10 +187,12 @@ def test_dry_run_paper_is_fast_and_complete(tmp_path):
     counts = job_counts(proc.stdout)
     # glue: 8 tasks x 2 variants x 3 sizes, each job 10 seeds, + a job per full-data seed (6),
     # MNLI's keeping its weights (zero-shot source); glue_efficient: 8 tasks x 2 variants x
-    # N=100, 10 seeds each; squad: the same seeds, full-data weights kept
+    # N=100, 10 seeds each, + a job per full-data seed (6); squad: the same seeds, full-data
+    # weights kept
     assert counts["finetune_glue"] == 8 * 2 * 3
     assert counts["finetune_glue_full"] == 7 * 2 * 6 and counts["finetune_glue_full_kept"] == 2 * 6
     assert counts["finetune_glue_efficient"] == 8 * 2
+    assert counts["finetune_glue_efficient_full"] == 8 * 2 * 6
     assert counts["finetune_squad"] == 2 * 3 and counts["finetune_squad_full_kept"] == 2 * 6
     assert "finetune_squad_full" not in counts
     assert sum(counts.values()) > 150

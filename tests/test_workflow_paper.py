@@ -49,9 +49,9 @@ def paper_dry_run(tmp_path_factory):
 
 def test_paper_command_lines_glue(paper_dry_run):
     glue = commands(paper_dry_run, "finetune-glue")
-    assert len(glue) == 8 * 2 * (3 * 10 + 6) + 8 * 2 * 10
-    rational_lr = {"cola": "0.001", "sst2": "0.005", "mrpc": "0.0001", "stsb": "0.001", "qqp": "0.0005",
-                   "mnli": "0.0005", "qnli": "0.0001", "rte": "0.001"}
+    assert len(glue) == 8 * 2 * (3 * 10 + 6) + 8 * 2 * (10 + 6)
+    rational_lr = {"cola": "0.005", "sst2": "0.001", "mrpc": "0.001", "stsb": "0.005", "qqp": "0.005",
+                   "mnli": "0.005", "qnli": "0.001", "rte": "0.001"}
     for task, lr in rational_lr.items():
         line = the(glue, f"--task {task}", "--n 300", "--seed 53", "results/glue/" + task + "/raft/n300/seed53/metrics.json")
         assert f"--rational-lr {lr} " in line
@@ -59,11 +59,19 @@ def test_paper_command_lines_glue(paper_dry_run):
                      "--max-seq-length 128", "--adam-eps 1e-06", "--precision fp32", "--mode full"):
             assert flag in line, (flag, line)
     full = the(glue, "--task mnli", "--n full", "--seed 49", "results/glue/mnli/bert/nfull/seed49/metrics.json")
-    assert "--epochs 3 --patience 2" in full
+    assert "--epochs 10 --patience 10" in full
+    full = the(glue, "--task qnli", "--n full", "--seed 49", "results/glue/qnli/raft/nfull/seed49/metrics.json")
+    assert "--rational-lr 0.0001 " in full
     bert = the(glue, "--task rte", "--seed 622", "results/glue_efficient/rte/bert/n100/seed622/metrics.json")
     raft = the(glue, "--task rte", "--seed 622", "results/glue_efficient/rte/raft/n100/seed622/metrics.json")
     assert "--mode bias_head" in bert and "--lr 0.01 " in bert and "--epochs 30 --patience 20" in bert
     assert "--mode raf_head" in raft and "--lr 0.005 --rational-lr 0.001 " in raft
+    bert, raft = (the(glue, f"--task {t}", "--n full", "--seed 2259",
+                      f"results/glue_efficient/{t}/{v}/nfull/seed2259/metrics.json")
+                  for t, v in (("qqp", "bert"), ("mnli", "raft")))
+    assert "--mode bias_head" in bert and "--lr 0.005 " in bert and "--epochs 6 --patience 10" in bert
+    assert "--mode raf_head" in raft and "--lr 0.01 --rational-lr 0.0005 " in raft
+    assert not any("results/glue_efficient/" in ln and "--n full" in ln and "--seed 1046" in ln for ln in glue)
     assert not any("--task wnli" in ln for ln in glue)
 
 
@@ -77,9 +85,11 @@ def test_paper_command_lines_squad_and_pretrain(paper_dry_run):
     assert {re.search(r"--seed (\d+)", ln)[1] for ln in squad if "--n full" in ln} == {
         "2022", "2259", "5309", "202206", "20220602", "49"}
     assert "--mode frozen_rafs" in the(squad, "--n 1000", "--seed 320", "results/squad/raft/n1000/seed320/metrics.json")
+    for n, flags in (("100", "--epochs 20 --patience 20"), ("full", "--epochs 10 --patience 10")):  # no early stop
+        assert flags in the(squad, f"--n {n}", "--seed 49", f"results/squad/bert/n{n}/seed49/metrics.json")
     raft = the(commands(paper_dry_run, "pretrain"), "--variant raft")
     for flag in ("--max-position-embeddings 512", "--rational-init gelu_paper", "--batch-size 4096",
-                 "--per-device-batch-size 128", "--max-steps 23000", "--precision auto"):
+                 "--per-device-batch-size 128", "--max-steps 23000", "--precision auto", "--output-bias zero"):
         assert flag in raft, flag
 
 
