@@ -359,16 +359,22 @@ def test_zeroshot_known_answer(tmp_path):
     assert {"zeroshot", "zeroshot_summary"} <= set(written)
     long = _read(results / "tables/zeroshot.csv")
     assert list(long.columns) == agg.LONG_COLUMNS + agg.ZEROSHOT_COLUMNS + agg.LONG_OPTIONAL_COLUMNS
-    assert len(long) == 6 * 2 * (2 + 3)  # seeds x variants x (SNLI acc, score + TriviaQA EM, F1, score)
-    row = long[(long["task"] == "triviaqa") & (long["variant"] == "raft") & (long["seed"] == 49)
-               & (long["metric"] == "EM")].iloc[0]
-    assert row["value"] == 44.0 and row["mode"] == "frozen_rafs" and row["source_task"] == "squad"
+    assert len(long) == 6 * 2 * (2 + 3 * 3)  # seeds x variants x (SNLI acc, score + 3 TriviaQA sets x EM, F1, score)
+    tqa = long[(long["task"] == "triviaqa") & (long["variant"] == "raft") & (long["seed"] == 49)]
+    assert list(tqa["eval_set"].unique()) == ["triviaqa", "all_pairs", "has_ans"]  # TriviaQA's own first
+    em = tqa[tqa["metric"] == "EM"]
+    em = dict(zip(em["eval_set"], em["value"]))
+    assert em == {"triviaqa": 44.0, "all_pairs": 34.0, "has_ans": 49.0}  # seed 49 = i 5, RAFT EM - 1
+    row = tqa.iloc[0]
+    assert row["mode"] == "frozen_rafs" and row["source_task"] == "squad"
     assert row["substitute"] and row["source_file"] == "results/zeroshot/triviaqa/raft/seed49/metrics.json"
     assert not long[long["task"] == "snli"]["substitute"].any()
     s = _read(results / "tables/zeroshot_summary.csv")
     assert list(s.columns) == agg.SUMMARY_COLUMNS + agg.ZEROSHOT_COLUMNS + agg.SUMMARY_OPTIONAL_COLUMNS
-    assert list(zip(s["task"], s["metric"])) == [("snli", "acc"), ("snli", "score"), ("triviaqa", "EM"),
-                                                 ("triviaqa", "F1"), ("triviaqa", "score")]
+    assert list(zip(s["task"], s["eval_set"], s["metric"])) == [("snli", "test", "acc"), ("snli", "test", "score")] + [
+        ("triviaqa", e, m) for e in ("triviaqa", "all_pairs", "has_ans") for m in ("EM", "F1", "score")]
+    means = {(e, m): (b, r) for e, m, b, r in zip(s["eval_set"], s["metric"], s["bert_mean"], s["raft_mean"])}
+    assert means["all_pairs", "F1"][0] == pytest.approx(38.5) and means["has_ans", "EM"][0] == pytest.approx(47.5)
     assert set(s["n"]) == {"full"} and set(s["n_paired"]) == {6}
     acc = s.iloc[0]
     base = [0.6 + 0.01 * i for i in range(6)]
@@ -389,17 +395,30 @@ def test_zeroshot_display_marks_the_substitute(tmp_path):
     from raft.analysis import findings, plots, report
 
     results = zeroshot_tree(tmp_path / "results")
-    _, long, summary = report.load_zeroshot(results)
+    runs, long, summary = report.load_zeroshot(results)
     table, foot = report.format_zeroshot_table(summary)
-    assert list(table["task"]) == ["SNLI†", "TriviaQA¶", "TriviaQA¶"]
-    assert list(table["fine-tuned on"]) == ["MNLI", "SQuAD v1.1", "SQuAD v1.1"] and set(table["N"]) == {"full"}
-    assert list(table["metric"]) == ["acc", "EM", "F1"]
+    assert list(table["task"]) == ["SNLI†", "TriviaQA¶", "TriviaQA¶", "TriviaQA all pairs (SQuAD EM/F1)¶",
+                                   "TriviaQA all pairs (SQuAD EM/F1)¶", "TriviaQA HasAns (SQuAD EM/F1)¶",
+                                   "TriviaQA HasAns (SQuAD EM/F1)¶"]
+    assert list(table["fine-tuned on"]) == ["MNLI"] + ["SQuAD v1.1"] * 6 and set(table["N"]) == {"full"}
+    assert list(table["metric"]) == ["acc"] + ["EM", "F1"] * 3
+    assert "TriviaQA's own EM/F1" in foot[0] and 'gold "" where the context holds no alias' in foot[0]
     assert table.iloc[0]["RAFT"].startswith("64.50 ± 1.87")  # accuracy x 100, like GLUE
     assert table.iloc[1]["BERT (FAFT)"].startswith("42.50 ± 1.87")  # percent, like SQuAD
     assert any(f.startswith("¶ scored on the Hub's TriviaQA rc.web dev set") for f in foot)
     text = findings.zeroshot_findings(summary)
     assert "**SNLI†** (models fine-tuned on MNLI, N = full)" in text and "TriviaQA¶ was scored" in text
-    assert "**TriviaQA¶**" in text and "BERT better" in text
+    assert "**TriviaQA¶** (models fine-tuned on SQuAD v1.1, N = full, TriviaQA's own EM/F1)" in text
+    assert "BERT better" in text
+    assert "all pairs" not in text and "EM: RAFT 41.50 vs BERT 42.50" in text  # the headline: TriviaQA's own
+    scoring = findings.triviaqa_scoring_findings(summary, runs)
+    assert scoring.startswith("**Which TriviaQA score the paper likely shows.** N = full, mean over seeds, BERT / "
+                              "RAFT: F1 TriviaQA's own 52.50 / 52.48, all pairs 38.50 / 38.48, HasAns 62.50 / 62.48; "
+                              "EM TriviaQA's own 42.50 / 41.50, all pairs 32.50 / 31.50, HasAns 47.50 / 46.50.")
+    assert "300 of the 1,000 question–document pairs (30.0 %) hold no answer alias" in scoring
+    assert "`pred_f1` / `pred_em` (run_squad.py:1079)" in scoring
+    assert ("likely holds the all-pairs score: here (BERT F1, N = full) 24.00 points below HasAns and 14.00 points "
+            "below TriviaQA's own score") in scoring
     fig = plots.zeroshot_plot(long)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("SNLI accuracy") and "¶ substitute" in titles[1] and "¶" not in titles[0]
@@ -407,6 +426,22 @@ def test_zeroshot_display_marks_the_substitute(tmp_path):
     assert report.format_zeroshot_table(empty)[0].empty and plots.zeroshot_plot(agg.study_tables(
         tmp_path / "none", "zeroshot")[1]) is None
     assert findings.zeroshot_findings(empty).startswith("**Findings.** No zero-shot results")
+    assert findings.triviaqa_scoring_findings(empty, agg.study_tables(tmp_path / "none", "zeroshot")[0]) == ""
+
+
+def test_zeroshot_triviaqa_record_before_the_three_scores_is_read_as_hasans(tmp_path):
+    """A TriviaQA record holding only ``test`` (its SQuAD EM/F1 of the pairs with an alias) is
+    never taken for TriviaQA's own score."""
+    from raft.analysis import findings, plots
+
+    for variant in ("bert", "raft"):
+        write_zeroshot(tmp_path / "results", "triviaqa", variant, 1, {"test": {"exact_match": 50.0, "f1": 60.0,
+                                                                              "score": 60.0}})
+    runs, long, summary = agg.study_tables(tmp_path / "results", "zeroshot")
+    assert set(long["eval_set"]) == {"has_ans"} and set(summary["eval_set"]) == {"has_ans"}
+    assert "rerun `raft zeroshot --target triviaqa`" in findings.triviaqa_scoring_findings(summary, runs)
+    assert "TriviaQA" not in findings.zeroshot_findings(summary).split("**Caveats**")[0].split("CI.", 1)[1]
+    assert plots.zeroshot_plot(long) is None  # no headline score to draw
 
 
 # ------------------------------------------------------------------ the study's records only

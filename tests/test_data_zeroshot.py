@@ -1,8 +1,8 @@
 """Zero-shot data: the SNLI readers and label table (`raft.data.snli`) and the TriviaQA verified
-web dev conversion to SQuAD format (`raft.data.triviaqa`), on small files written here in the
-official formats (SNLI 1.0 jsonl / txt; TriviaQA ``qa/verified-web-dev.json`` + evidence files).
-Expected outputs are written out by hand; the Hub paths run on a monkeypatched
-``datasets.load_dataset``."""
+web dev conversion to SQuAD format and its three scores (`raft.data.triviaqa`), on small files
+written here in the official formats (SNLI 1.0 jsonl / txt; TriviaQA ``qa/verified-web-dev.json``
++ evidence files). Expected outputs are written out by hand; the Hub paths run on a
+monkeypatched ``datasets.load_dataset``."""
 
 from __future__ import annotations
 
@@ -172,12 +172,17 @@ def triviaqa_file() -> dict:
     ]}
 
 
-def write_triviaqa(root):
+FIXTURE_TEXTS = {"evidence/wikipedia/Andrew_Lloyd_Webber.txt": WIKI_TEXT, "evidence/web/35/35_995.txt": WEB_TEXT,
+                 "evidence/web/7/7_1.txt": PARIS_TEXT}
+
+
+def write_triviaqa(root, data: dict | None = None, texts: dict | None = None):
+    """A local copy under ``root/triviaqa``: the question file (default `triviaqa_file`) and its
+    evidence files ({path under triviaqa/: text}, default ``FIXTURE_TEXTS``)."""
     d = root / "triviaqa"
     (d / "qa").mkdir(parents=True, exist_ok=True)
-    (d / "qa" / "verified-web-dev.json").write_text(json.dumps(triviaqa_file(), indent=4))
-    for rel, text in {"evidence/wikipedia/Andrew_Lloyd_Webber.txt": WIKI_TEXT, "evidence/web/35/35_995.txt": WEB_TEXT,
-                      "evidence/web/7/7_1.txt": PARIS_TEXT}.items():
+    (d / "qa" / "verified-web-dev.json").write_text(json.dumps(data or triviaqa_file(), indent=4))
+    for rel, text in (texts or FIXTURE_TEXTS).items():
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_text(text)
     return root
@@ -235,14 +240,20 @@ def test_conversion_equals_the_hand_checked_expectation(tmp_path):
     raw = triviaqa.read_triviaqa_json(d / "qa" / "verified-web-dev.json")
     triples = triviaqa.qad_triples(triviaqa.verified_data(raw))
     documents = ((t, triviaqa.evidence_path(d, t).read_text()) for t in triples)
-    squad = triviaqa.convert_to_squad(documents, raw["Version"])
+    truths = {}
+    squad = triviaqa.convert_to_squad(documents, raw["Version"], truths=truths)
     assert squad == EXPECTED_SQUAD
-    cols, no_answer = triviaqa.squad_examples(squad)
+    sunset = ["sunset boulevard", "sunset blvd"]
+    assert truths == {"tc_1--Andrew_Lloyd_Webber.txt": sunset, "tc_1--35/35_995.txt": sunset,
+                      "tc_3--7/7_1.txt": ["lyon"]}
+    cols, no_answer = triviaqa.squad_examples(squad, truths)
     assert no_answer == 1
-    assert cols == {"id": ["tc_1--35/35_995.txt", "tc_1--Andrew_Lloyd_Webber.txt"], "question": [Q1, Q1],
-                    "context": [WEB_CONTEXT, WIKI_CONTEXT],
+    assert cols == {"id": ["tc_1--35/35_995.txt", "tc_1--Andrew_Lloyd_Webber.txt", "tc_3--7/7_1.txt"],
+                    "question": [Q1, Q1, Q3], "context": [WEB_CONTEXT, WIKI_CONTEXT, PARIS_TEXT],
                     "answers": [{"text": ["sunset blvd"], "answer_start": [10]},
-                                {"text": ["sunset boulevard"], "answer_start": [36]}]}
+                                {"text": ["sunset boulevard"], "answer_start": [36]},
+                                {"text": [], "answer_start": []}],  # no alias in its context: kept, flagged
+                    "ground_truths": [sunset, sunset, ["lyon"]]}
 
 
 def test_load_triviaqa_local(tmp_path):
@@ -250,9 +261,11 @@ def test_load_triviaqa_local(tmp_path):
     assert data.source == "local" and data.substitute is False
     assert data.sizes == {"questions": 2, "documents": 3, "no_answer": 1}
     assert data.squad == EXPECTED_SQUAD
-    assert data.test["id"] == ["tc_1--35/35_995.txt", "tc_1--Andrew_Lloyd_Webber.txt"]
+    assert data.test["id"] == ["tc_1--35/35_995.txt", "tc_1--Andrew_Lloyd_Webber.txt", "tc_3--7/7_1.txt"]
+    assert data.test["answers"][2] == {"text": [], "answer_start": []} and data.test["ground_truths"][2] == ["lyon"]
     assert any("800 whitespace tokens" in n for n in data.data_notes)
-    assert any("1 of 3 question-document pairs have no answer" in n for n in data.data_notes)
+    assert any("1 of 3 question-document pairs have no answer alias in their context: they count in TriviaQA's"
+               in n and "(2 pairs)" in n for n in data.data_notes)
 
 
 def test_triviaqa_layout_checks(tmp_path, no_env_root):
@@ -283,6 +296,97 @@ def test_triviaqa_format_errors_name_the_file(tmp_path):
         triviaqa.verified_data(bad, qa)
 
 
+# ------------------------------------------------------------------------------ TriviaQA scoring
+# A second verified web dev file for the three scores: s_1 (aliases "sunset boulevard", "sunset blvd")
+# with a wiki page holding no alias ("Sunset-Blvd" is not the substring "sunset blvd") and a web page
+# whose first alias found is "sunset boulevard"; s_2 (alias "lyon", human answer "Lyon (France)")
+# with a page holding "lyon" and one holding no alias.
+SCORING_TEXTS = {"evidence/wikipedia/Sunset_Boulevard_(musical).txt": "The Sunset-Blvd musical opened in London.",
+                 "evidence/web/1/1_1.txt": "Sunset Boulevard, also billed as Sunset Blvd, opened in 1993.",
+                 "evidence/web/2/2_1.txt": "Many chefs trained in Lyon, France.",
+                 "evidence/web/2/2_2.txt": "Paris is the capital of France."}
+NO_ALIAS_SUNSET, SUNSET = "s_1--Sunset_Boulevard_(musical).txt", "s_1--1/1_1.txt"
+LYON, NO_ALIAS_LYON = "s_2--2/2_1.txt", "s_2--2/2_2.txt"
+# predictions (spans of each context) and the hand-computed scores per pair:
+SCORING_PREDICTIONS = {
+    NO_ALIAS_SUNSET: "Sunset-Blvd",  # TriviaQA: "sunset blvd" = the 2nd alias: EM 1, F1 1; all pairs (gold ""): 0, 0
+    SUNSET: "Sunset Blvd",  # TriviaQA: only the 2nd alias: 1, 1; SQuAD vs "sunset boulevard": EM 0, F1 1/2
+    LYON: "Lyon, France",  # TriviaQA: the human answer "lyon france": 1, 1; SQuAD vs "lyon": EM 0, F1 2/3
+    NO_ALIAS_LYON: "Paris",  # 0 everywhere
+}
+EXPECTED_SCORES = {
+    "triviaqa": {"exact_match": 100 * 3 / 4, "f1": 100 * 3 / 4},  # every pair, max over the ground truths
+    "all_pairs": {"exact_match": 0.0, "f1": 100 * (1 / 2 + 2 / 3) / 4},  # every pair, gold "" without an alias
+    "has_ans": {"exact_match": 0.0, "f1": 100 * (1 / 2 + 2 / 3) / 2},  # the two pairs with an alias
+}
+
+
+def scoring_file() -> dict:
+    def page(name):
+        return {"Filename": name, "DocPartOfVerifiedEval": True}
+
+    lyon = {"Aliases": ["Lyon"], "NormalizedAliases": ["lyon"], "NormalizedValue": "lyon",
+            "HumanAnswers": ["Lyon (France)"]}
+    return {"Domain": "Web", "VerifiedEval": True, "Version": 1.0, "Split": "dev", "Data": [
+        {"Answer": ANSWER, "Question": "Which musical opened on Broadway in 1994?", "QuestionId": "s_1",
+         "QuestionPartOfVerifiedEval": True, "EntityPages": [page("Sunset_Boulevard_(musical).txt")],
+         "SearchResults": [page("1/1_1.txt")]},
+        {"Answer": lyon, "Question": "Which French city is famous for its cooking?", "QuestionId": "s_2",
+         "QuestionPartOfVerifiedEval": True, "EntityPages": [], "SearchResults": [page("2/2_1.txt"), page("2/2_2.txt")]},
+    ]}
+
+
+def test_triviaqa_normalisation_is_the_scripts_not_squads():
+    from raft.data.metrics import normalize_answer, triviaqa_normalize_answer
+
+    # punctuation becomes a space (SQuAD deletes it); underscores and the quote marks ‘ ’ ´ ` too
+    assert triviaqa_normalize_answer("Sunset-Blvd.") == "sunset blvd"
+    assert normalize_answer("Sunset-Blvd.") == "sunsetblvd"
+    assert triviaqa_normalize_answer("  The_Phantom \u2019of\u00b4the` Opera ") == "phantom of opera"
+    # articles are removed after the split: the "a" of "U.S.A" goes (SQuAD keeps "usa")
+    assert triviaqa_normalize_answer("U.S.A") == "u s" and normalize_answer("U.S.A") == "usa"
+
+
+def test_triviaqa_scores_equal_the_hand_computed_ones(tmp_path):
+    data = triviaqa.load_triviaqa(write_triviaqa(tmp_path, scoring_file(), SCORING_TEXTS))
+    assert data.sizes == {"questions": 2, "documents": 4, "no_answer": 2}
+    answers = dict(zip(data.test["id"], data.test["answers"]))
+    assert answers[SUNSET]["text"] == ["sunset boulevard"] and answers[LYON]["text"] == ["lyon"]
+    assert answers[NO_ALIAS_SUNSET]["text"] == [] == answers[NO_ALIAS_LYON]["text"]
+    truths = dict(zip(data.test["id"], data.test["ground_truths"]))
+    assert truths[LYON] == ["lyon", "lyon france"]  # NormalizedAliases + the normalised HumanAnswers
+    blocks, sizes = triviaqa.score(SCORING_PREDICTIONS, data.test)
+    assert list(blocks) == list(triviaqa.EVAL_SETS) == ["triviaqa", "all_pairs", "has_ans"]
+    for name, expected in EXPECTED_SCORES.items():
+        assert blocks[name] == pytest.approx({**expected, "score": expected["f1"]}), name
+    assert sizes == {"triviaqa": 4, "all_pairs": 4, "has_ans": 2}
+    # a pair without a prediction counts 0 in TriviaQA's average (the script's "Missed question")
+    blocks, _ = triviaqa.score({k: v for k, v in SCORING_PREDICTIONS.items() if k != SUNSET}, data.test)
+    assert blocks["triviaqa"]["exact_match"] == pytest.approx(50.0)
+
+
+def test_all_pairs_scoring_is_the_authors_squad_evaluate():
+    from raft.data.metrics import AUTHORS_NO_SPAN, squad_all_pairs_metrics
+
+    refs = {"a": ["sunset boulevard"], "b": []}
+    # gold "" for "b": a non-empty prediction scores 0 ...
+    assert squad_all_pairs_metrics({"a": "Sunset Boulevard", "b": "Paris"}, refs)["exact_match"] == 50.0
+    # ... one that normalises to nothing scores 1 (transformers' compute_f1 / compute_exact) ...
+    assert squad_all_pairs_metrics({"a": "Sunset Boulevard", "b": "the"}, refs) == {
+        "exact_match": 100.0, "f1": 100.0, "score": 100.0}
+    # ... but "" (no valid span) is what the authors' post-processing writes as "empty": 0
+    assert AUTHORS_NO_SPAN == "empty"
+    assert squad_all_pairs_metrics({"a": "Sunset Boulevard", "b": ""}, refs)["f1"] == 50.0
+
+
+def test_score_without_pairs_holding_an_alias(tmp_path):
+    data = triviaqa.load_triviaqa(write_triviaqa(tmp_path, scoring_file(), SCORING_TEXTS))
+    part = data.test.filter(lambda ex: not ex["answers"]["text"])  # a capped set can hold none
+    blocks, sizes = triviaqa.score({i: "Sunset-Blvd" for i in part["id"]}, part)
+    assert set(blocks) == {"triviaqa", "all_pairs"} and sizes["has_ans"] == 0
+    assert blocks["triviaqa"]["exact_match"] == 50.0 and blocks["all_pairs"]["exact_match"] == 0.0
+
+
 def hub_rows() -> list[dict]:
     """The fixture's questions as rows of the Hub's rc.web (all documents, no verification flags)."""
     texts = {"Andrew_Lloyd_Webber.txt": WIKI_TEXT, "35/35_995.txt": WEB_TEXT, "35/35_996.txt": "Sunset Boulevard.",
@@ -310,7 +414,8 @@ def test_triviaqa_hub_substitute(monkeypatch, no_env_root):
     assert data.source == "hub" and data.substitute is True
     # every document of every question: 3 + 1 + 1 pairs; tc_2's "x" and tc_3's page have no alias
     assert data.sizes == {"questions": 3, "documents": 5, "no_answer": 2}
-    assert sorted(data.test["id"]) == ["tc_1--35/35_995.txt", "tc_1--35/35_996.txt", "tc_1--Andrew_Lloyd_Webber.txt"]
+    assert sorted(data.test["id"]) == ["tc_1--35/35_995.txt", "tc_1--35/35_996.txt", "tc_1--Andrew_Lloyd_Webber.txt",
+                                       "tc_2--9/9_1.txt", "tc_3--7/7_1.txt"]  # every pair, with or without an alias
     assert "SUBSTITUTE" in data.data_notes[0] and "rc.web" in data.data_notes[0]
 
 

@@ -112,6 +112,10 @@ def test_squad_end_to_end(tiny_pretrained, squad_root, tmp_path, variant, mode):
     data = squad.load_squad(squad_root)
     kw = {"max_seq_length": 96, "doc_stride": 24, "max_query_length": 24}
     rt = runtime.Runtime.create(torch.device("cpu"), "fp32")
+    # predictions.json next to metrics.json: every test question's id -> the predicted text
+    written = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert sorted(written) == sorted(data.tests["test"]["id"]) and all(isinstance(v, str) for v in written.values())
+    assert squad_metrics(written, squad.references(data.tests["test"])) == t
     for ds, want in ((sample(data, 8, 3)[1], m["best_dev_score"]), (data.tests["test"], t["f1"])):
         part = EvalPart(ds, tok, **kw)
         out = loop.predict(model, part.encoded, batch_size=64, runtime=rt, outputs=("start_logits", "end_logits"),
@@ -119,6 +123,7 @@ def test_squad_end_to_end(tiny_pretrained, squad_root, tmp_path, variant, mode):
         preds = squad.postprocess_predictions(part.examples, part.meta, stack_ragged(out["start_logits"]),
                                               stack_ragged(out["end_logits"]))
         assert squad_metrics(preds, part.references)["f1"] == pytest.approx(want, abs=1e-9)
+    assert preds == written  # the saved model's test predictions are the file's
 
 
 def test_squad_same_seed_same_metrics(tiny_pretrained, squad_root, tmp_path):

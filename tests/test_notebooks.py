@@ -125,6 +125,9 @@ def test_html_has_tables_findings_and_figures(rendered):
     assert "The GLUE average includes such runs at N = 100" in glue
     assert ("CoLA N = 100: 3 of 3 BERT bias+head runs and 3 of 3 RAFT RAF+head runs predicted one class "
             "for every test example") in eff and "<td>CoLA§</td>" in eff
+    zs = first["zeroshot"][1].read_text()  # TriviaQA's three scores, and which one the paper likely shows
+    assert "<strong>Which TriviaQA score the paper likely shows.</strong>" in zs
+    assert "<td>TriviaQA all pairs (SQuAD EM/F1)¶</td>" in zs and "<td>TriviaQA HasAns (SQuAD EM/F1)¶</td>" in zs
     pre = first["pretraining"][1].read_text()
     assert "BERT (FAFT)</td>" in pre and "RAFT</td>" in pre and "11.750" in pre
     shapes_html = first["shapes"][1].read_text()

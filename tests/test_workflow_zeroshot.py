@@ -69,5 +69,8 @@ def test_zeroshot_table_end_to_end(tmp_path, data_dir):
     with open(tmp_path / "results/tables/zeroshot.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["task"], r["variant"]) for r in rows} >= {(t, v) for t in ("snli", "triviaqa") for v in ("bert", "raft")}
+    assert {r["eval_set"] for r in rows if r["task"] == "triviaqa"} == {"triviaqa", "all_pairs", "has_ans"}
+    for variant in ("bert", "raft"):  # written next to each TriviaQA record (not a declared output)
+        assert (tmp_path / f"results/zeroshot/triviaqa/{variant}/seed2022/predictions.json").is_file()
     assert (tmp_path / "results/tables/zeroshot_summary.csv").stat().st_size > 0
     assert (tmp_path / "results/notebooks/zeroshot.html").is_file()

@@ -14,6 +14,7 @@ import torch
 from test_data_zeroshot import hub_rows, write_snli_jsonl, write_triviaqa
 
 from raft.cli import main as cli
+from raft.data import triviaqa
 from raft.train.runtime import resolve_precision
 
 AUTO = resolve_precision("auto", torch.device("cpu"))  # what the records hold: bf16 where the CPU has it
@@ -131,12 +132,20 @@ def test_triviaqa_record(models, data_root, tmp_path):
     assert rc == 0
     assert (m["target"], m["source_task"], m["variant"], m["seed"], m["mode"]) == (
         "triviaqa", "squad", "raft", 5309, "frozen_rafs")
-    t = m["test"]["test"]
-    assert set(t) == {"exact_match", "f1", "score"} and t["score"] == t["f1"]
-    assert 0 <= t["exact_match"] <= t["f1"] <= 100 and all(math.isfinite(v) for v in t.values())
+    assert list(m["test"]) == ["triviaqa", "all_pairs", "has_ans"]  # TriviaQA's own EM/F1 first: the headline
+    for t in m["test"].values():
+        assert set(t) == {"exact_match", "f1", "score"} and t["score"] == t["f1"]
+        assert 0 <= t["exact_match"] <= t["f1"] <= 100 and all(math.isfinite(v) for v in t.values())
     s = m["sizes"]
-    assert (s["questions"], s["documents"], s["no_answer"], s["test"]) == (2, 3, 1, {"test": 2})
-    assert s["features"]["test"] >= 2
+    assert (s["questions"], s["documents"], s["no_answer"]) == (2, 3, 1)
+    assert s["test"] == {"triviaqa": 3, "all_pairs": 3, "has_ans": 2}  # the pair without an alias is predicted too
+    assert s["features"]["test"] >= 3
+    # predictions.json next to metrics.json: every pair's id -> the predicted text (a span of its context)
+    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    data = triviaqa.load_triviaqa(data_root)
+    contexts = dict(zip(data.test["id"], data.test["context"]))
+    assert set(predictions) == set(contexts) and all(p in contexts[i] for i, p in predictions.items())
+    assert triviaqa.score(predictions, data.test) == (m["test"], s["test"])  # the record's numbers are its
     assert m["substitute"] is False and m["sources"] == {"train": "local", "test": "local"} and not m["partial_data"]
     assert m["hyperparameters"] == {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16,
                                     "max_answer_length": 10, "n_best": 5, "eval_batch_size": 4, "precision": AUTO,
@@ -157,7 +166,9 @@ def test_triviaqa_hub_substitute_and_test_cap(models, tmp_path, monkeypatch):
     assert rc == 0
     m = json.loads(out.read_text())
     assert m["substitute"] is True and m["sources"]["test"] == "hub"
-    assert m["sizes"]["documents"] == 5 and m["sizes"]["test"] == {"test": 2}  # 3 scorable, capped to 2
+    # the first 2 of the 5 pairs as shuffled: tc_2's 9/9_1.txt (no alias in "x"), tc_1's 35/35_996.txt
+    assert m["sizes"]["documents"] == 5 and m["sizes"]["test"] == {"triviaqa": 2, "all_pairs": 2, "has_ans": 1}
+    assert set(json.loads((tmp_path / "predictions.json").read_text())) == {"tc_2--9/9_1.txt", "tc_1--35/35_996.txt"}
     assert m["partial_data"] is True and any("--max-test-examples" in n for n in m["data_notes"])
     assert any(n.startswith("TriviaQA: SUBSTITUTE") for n in m["data_notes"])
 

@@ -27,6 +27,10 @@ and writes, in ``--output`` (default ``<results>/tables``):
   ``source_task`` (mnli / squad) and ``substitute`` (true when the run, or for a summary row some
   run of the row, scored the Hub's rc.web TriviaQA dev set instead of the verified web dev set:
   metrics.json ``substitute``). Written with these headers also when there are no zero-shot runs.
+  TriviaQA has three eval sets, one per score of the same predictions (`raft.data.triviaqa`):
+  ``triviaqa`` (TriviaQA's own EM/F1, the headline: ``ZEROSHOT_HEADLINE``), ``all_pairs`` and
+  ``has_ans``; a TriviaQA record written before them holds only ``test``, the HasAns score, and
+  is read as ``has_ans`` (`zeroshot_test`).
 
 Constant classifiers: a GLUE run's metrics.json records, outside ``test``,
 ``distinct_predictions`` ({eval set: how many labels the predictions used}; a count, never a
@@ -59,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from raft.analysis import stats
+from raft.data import triviaqa
 from raft.data.tasks import TASK_INFO
 from raft.layout import MANIFEST, SEARCH_STUDIES
 
@@ -68,7 +73,7 @@ GLUE_TASKS = list(TASK_INFO)
 TASK_LABELS = {**{name: info.label for name, info in TASK_INFO.items()},
                "squad": "SQuAD v1.1", "average": "GLUE average",
                "snli": "SNLI", "triviaqa": "TriviaQA"}
-EVAL_SET_ORDER = ["test", "matched", "mismatched", "validation", "all"]
+EVAL_SET_ORDER = ["test", "matched", "mismatched", *triviaqa.EVAL_SETS, "validation", "all"]
 VARIANTS = ["bert", "raft"]
 VARIANT_LABELS = {"bert": "BERT (FAFT)", "raft": "RAFT"}
 
@@ -101,6 +106,8 @@ STUDIES = {
 SELECTION_COLUMNS = ["task", "n", "variant", "mode", "candidate", "dev_mean", "dev_std", "n_seeds", "chosen"]
 # run-level columns of the zero-shot tables, after LONG_COLUMNS / SUMMARY_COLUMNS (see the docstring)
 ZEROSHOT_COLUMNS = ["source_task", "substitute"]
+# target -> the eval set of its headline score (TriviaQA: its own EM/F1, not the SQuAD-style ones)
+ZEROSHOT_HEADLINE = {"snli": "test", "triviaqa": triviaqa.HEADLINE}
 
 PRETRAIN_COLUMNS = [
     "variant", "seed", "steps", "tokens_seen", "eval_loss", "perplexity", "wall_time_s",
@@ -307,13 +314,23 @@ def constant_flag(m: dict, test: dict) -> bool | None:
     return any(c <= 1 for c in counts) if counts else None
 
 
+def zeroshot_test(m: dict, test: dict) -> dict:
+    """A zero-shot record's test block. A TriviaQA record written before the three scores holds
+    only ``test``: SQuAD EM/F1 of the pairs with an alias in their context, read as ``has_ans``
+    (never as TriviaQA's own score)."""
+    if m.get("target") == "triviaqa" and set(test) == {"test"}:
+        return {"has_ans": test["test"]}
+    return test
+
+
 def load_runs(results: str | os.PathLike = "results", study: str = "glue",
               files: list[Path] | None = None) -> pd.DataFrame:
     """One row per fine-tuning run of a study (columns ``RUN_COLUMNS`` + ``test``, a dict
     eval_set -> {metric: value}, ``rationals`` and ``hyperparameters``, the run's
-    metrics.json block as a dict). ``constant_predictions`` is True / False, or None when
-    the file does not record it (`constant_flag`). Zero-shot runs (study "zeroshot") have their
-    ``target`` as ``task`` and the ``ZEROSHOT_COLUMNS`` too. Empty frame if nothing exists."""
+    metrics.json block as a dict, and ``sizes``). ``constant_predictions`` is True / False, or None
+    when the file does not record it (`constant_flag`). Zero-shot runs (study "zeroshot") have
+    their ``target`` as ``task`` and the ``ZEROSHOT_COLUMNS`` too (test block: `zeroshot_test`).
+    Empty frame if nothing exists."""
     results = Path(results)
     extra = ZEROSHOT_COLUMNS if study == "zeroshot" else []
     rows = []
@@ -328,6 +345,7 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue",
             notes = [notes]
         test = m.get("test") or {}
         test = test if isinstance(test, dict) else {}
+        test = zeroshot_test(m, test) if study == "zeroshot" else test
         hp = m.get("hyperparameters")
         rows.append({
             "task": str(m.get("task", m.get("target", fb.get("task", "squad" if study == "squad" else "")))),
@@ -350,10 +368,11 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue",
             "test": test,
             "rationals": m.get("rationals") or {},
             "hyperparameters": hp if isinstance(hp, dict) else {},
+            "sizes": m.get("sizes") if isinstance(m.get("sizes"), dict) else {},
             "source_task": str(m.get("source_task", "")),
             "substitute": bool(m.get("substitute", False)),
         })
-    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *extra, "test", "rationals", "hyperparameters"])
+    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *extra, "test", "rationals", "hyperparameters", "sizes"])
     df[SETTINGS_COLUMN] = settings_labels(df)
     return _sort(df, ["task", "n", "variant", "mode", "seed"])
 

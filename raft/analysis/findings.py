@@ -15,6 +15,7 @@ import pandas as pd
 
 from raft.analysis import aggregate as agg
 from raft.analysis import preacts, shapes, stats
+from raft.data import triviaqa
 from raft.analysis.report import (
     CONSTANT_MARK,
     CONSTANT_MEANING,
@@ -440,8 +441,9 @@ ZEROSHOT_METRICS = {"snli": ["acc"], "triviaqa": ["EM", "F1"]}  # the metrics th
 
 
 def zeroshot_findings(summary: pd.DataFrame) -> str:
-    """A short paragraph on the zero-shot transfer: per target and N the headline comparison,
-    then the caveats (substitute test set, partial data, few seeds)."""
+    """A short paragraph on the zero-shot transfer: per target and N the headline comparison
+    (the target's headline eval set, `aggregate.ZEROSHOT_HEADLINE`: TriviaQA's own EM/F1), then
+    the caveats (substitute test set, partial data, few seeds)."""
     from raft.analysis.report import SUBSTITUTE_MARK, ZEROSHOT_DISPLAY, substitute_mark
 
     if summary.empty:
@@ -453,13 +455,15 @@ def zeroshot_findings(summary: pd.DataFrame) -> str:
     for target, metrics in ZEROSHOT_METRICS.items():
         scale = SCALE[ZEROSHOT_DISPLAY[target]]
         unit = " (×100)" if scale == 100 else ""
-        d = summary[(summary["task"] == target) & summary["metric"].isin(metrics)]
+        d = summary[(summary["task"] == target) & summary["metric"].isin(metrics)
+                    & (summary["eval_set"] == agg.ZEROSHOT_HEADLINE[target])]
         for n in sorted(d["n"].unique(), key=agg.n_key):
             rows = list(d[d["n"] == n].itertuples(index=False))
             label = agg.TASK_LABELS[target] + marks(rows[0]) + substitute_mark(rows[0])
             source = agg.TASK_LABELS.get(rows[0].source_task, rows[0].source_task)
             bits = [_delta_sentence(r, scale, f"{r.metric}{unit}") for r in rows]
-            parts.append(f"**{label}** (models fine-tuned on {source}, N = {n}): " + "; ".join(bits) + ".")
+            what = ", TriviaQA's own EM/F1" if target == "triviaqa" else ""
+            parts.append(f"**{label}** (models fine-tuned on {source}, N = {n}{what}): " + "; ".join(bits) + ".")
             paired = max(r.n_paired for r in rows)
             if paired < FEW_SEEDS:
                 few.append(f"{agg.TASK_LABELS[target]}: {paired}")
@@ -477,3 +481,61 @@ def zeroshot_findings(summary: pd.DataFrame) -> str:
     if caveats:
         parts.append("**Caveats**: " + "; ".join(caveats) + ".")
     return "\n\n".join(parts)
+
+
+# what the authors' code logs (github.com/UKPLab/2022-RAFT, commit cffff41): why the paper's number is "likely" one
+AUTHORS_TRIVIAQA_LOG = (
+    "The authors' run_squad.py (github.com/UKPLab/2022-RAFT) scores the converted file with transformers' "
+    "`squad_evaluate` (run_squad.py:481) and logs its `f1` / `exact` — the average over every pair, a pair without "
+    "an alias scored against the gold \"\" — as `pred_f1` / `pred_em` (run_squad.py:1079); the HasAns figures "
+    "appear only inside its final `Results` log line, and TriviaQA's own evaluation script is never called.")
+TRIVIAQA_SET_NAMES = {"triviaqa": "TriviaQA's own", "all_pairs": "all pairs", "has_ans": "HasAns"}
+
+
+def _no_alias_sentence(runs: pd.DataFrame) -> str:
+    """How many scored pairs hold no alias in their context (the records' ``sizes``)."""
+    d = runs[runs["task"] == "triviaqa"] if len(runs) else runs
+    counts = sorted({(int(z.get("no_answer", 0)), int(z.get("documents", 0))) for z in d.get("sizes", [])
+                     if isinstance(z, dict) and z.get("documents")})
+    if len(counts) != 1:
+        return "The records do not agree on (or do not record) how many pairs hold no alias in their context."
+    no, pairs = counts[0]
+    return (f"{fmt_int(no)} of the {fmt_int(pairs)} question–document pairs ({fmt(100 * no / pairs, 1)} %) hold no "
+            "answer alias in their context: the all-pairs score counts them against the gold \"\" (0 for any "
+            "answer), HasAns leaves them out, TriviaQA's own score credits a prediction matching any alias there too.")
+
+
+def _arm_mean(r) -> tuple[str, float]:
+    """(arm, mean) of a summary row: BERT's, else RAFT's (an arm without runs has NaN)."""
+    return ("BERT", r.bert_mean) if not math.isnan(r.bert_mean) else ("RAFT", r.raft_mean)
+
+
+def triviaqa_scoring_findings(summary: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The three TriviaQA scores side by side (per N: F1 and EM, BERT / RAFT means), how many pairs
+    hold no alias, and which score the paper's table likely shows, reasoned from what the
+    authors' code logs (``AUTHORS_TRIVIAQA_LOG``). "" without TriviaQA runs."""
+    d = summary[summary["task"] == "triviaqa"]
+    if d.empty:
+        return ""
+    title = "**Which TriviaQA score the paper likely shows.**"
+    if set(triviaqa.EVAL_SETS) - set(d["eval_set"]):
+        return (f"{title} Some TriviaQA records hold only the HasAns score (written before TriviaQA's own and the "
+                "all-pairs scores were recorded); rerun `raft zeroshot --target triviaqa` to compare the three.")
+    parts = [title]
+    ns = sorted(d["n"].unique(), key=agg.n_key)
+    for n in ns:
+        rows = {(r.eval_set, r.metric): r for r in d[d["n"] == n].itertuples(index=False)}
+        per_metric = [f"{m} " + ", ".join(f"{TRIVIAQA_SET_NAMES[e]} {fmt(rows[e, m].bert_mean)} / "
+                                          f"{fmt(rows[e, m].raft_mean)}" for e in triviaqa.EVAL_SETS if (e, m) in rows)
+                      for m in ("F1", "EM")]
+        parts.append(f"N = {n}, mean over seeds, BERT / RAFT: " + "; ".join(per_metric) + ".")
+    parts.append(_no_alias_sentence(runs))
+    parts.append(AUTHORS_TRIVIAQA_LOG)
+    last = d[(d["n"] == ns[-1]) & (d["metric"] == "F1")]
+    f1 = {r.eval_set: _arm_mean(r) for r in last.itertuples(index=False)}
+    if set(f1) == set(triviaqa.EVAL_SETS):
+        arm, gap = f1["all_pairs"][0], f1["all_pairs"][1] - f1["triviaqa"][1]
+        parts.append(f"So the paper's TriviaQA column likely holds the all-pairs score: here ({arm} F1, N = {ns[-1]}) "
+                     f"{fmt(f1['has_ans'][1] - f1['all_pairs'][1])} points below HasAns and {fmt(abs(gap))} points "
+                     f"{'below' if gap < 0 else 'above'} TriviaQA's own score, which these tables lead with.")
+    return " ".join(parts)

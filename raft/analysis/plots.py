@@ -376,15 +376,17 @@ def delta_plot(summary: pd.DataFrame, metric="score", scale: float = 1.0, xlabel
 
 
 # ------------------------------------------------------------------ zero-shot transfer
-# target -> (headline metric, display scale, panel title)
+# target -> (headline metric, display scale, panel title); of its headline eval set (aggregate.ZEROSHOT_HEADLINE)
 ZEROSHOT_HEADLINE = {"snli": ("acc", 100.0, "SNLI accuracy (×100), MNLI models"),
-                     "triviaqa": ("F1", 1.0, "TriviaQA F1, SQuAD models")}
+                     "triviaqa": ("F1", 1.0, "TriviaQA F1 (TriviaQA's own), SQuAD models")}
 
 
 def zeroshot_plot(long: pd.DataFrame):
     """One panel per zero-shot target: its headline metric per variant (bar: mean ± sd over seeds,
     dots: seeds); "¶ substitute" in the title when some run scored a substitute test set. None
     when there is nothing to draw."""
+    if len(long):
+        long = long[long["eval_set"] == long["task"].map(agg.ZEROSHOT_HEADLINE)]
     panels = [(t, spec) for t, spec in ZEROSHOT_HEADLINE.items()
               if len(long) and ((long["task"] == t) & (long["metric"] == spec[0])).any()]
     if not panels:

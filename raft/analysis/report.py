@@ -109,11 +109,16 @@ def constant_marks(row, arm: str | None = None) -> str:
     return CONSTANT_MARK if any(_count(getattr(row, f"{a}_constant_runs", None)) for a in arms) else ""
 
 
+# eval sets shown next to the task's name (MNLI; TriviaQA's SQuAD-style scores -- its own is plain "TriviaQA")
+EVAL_SET_LABELS = {"matched": "{}-m", "mismatched": "{}-mm", "all_pairs": "{} all pairs (SQuAD EM/F1)",
+                   "has_ans": "{} HasAns (SQuAD EM/F1)"}
+
+
 def task_label(task: str, eval_set: str) -> str:
     if task == "average":
         return agg.TASK_LABELS["average"]
     label = agg.TASK_LABELS.get(task, task)
-    return {"matched": f"{label}-m", "mismatched": f"{label}-mm"}.get(eval_set, label)
+    return EVAL_SET_LABELS.get(eval_set, "{}").format(label)
 
 
 def display_rows(summary: pd.DataFrame, n, study: str, *, paper_only: bool = True) -> pd.DataFrame:
@@ -559,6 +564,12 @@ SUBSTITUTE_MEANING = ("scored on the Hub's TriviaQA rc.web dev set (every web de
                       "(metrics.json `substitute`): not comparable with the paper's number.")
 # each target is shown like the study of its fine-tuning task: SNLI accuracy x 100 (GLUE), TriviaQA EM/F1 (SQuAD)
 ZEROSHOT_DISPLAY = {"snli": "glue", "triviaqa": "squad"}
+ZEROSHOT_SCALES = ("SNLI accuracy × 100; TriviaQA EM / F1 in percent, three scores of the same predictions "
+                   "(one per question–document pair of verified web dev): **TriviaQA** = TriviaQA's own EM/F1 "
+                   "(its evaluation script: every pair, the best of the answer's aliases, its normalisation; "
+                   "the headline), **all pairs** = SQuAD v1.1 EM/F1 over every pair, gold \"\" where the context "
+                   "holds no alias (the authors' evaluation), **HasAns** = SQuAD v1.1 EM/F1 over the pairs whose "
+                   "context holds an alias, against the alias found.")
 
 
 def load_zeroshot(results_dir):
@@ -588,7 +599,7 @@ def format_zeroshot_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str
     if summary["substitute"].astype(bool).any():
         foot.insert(0, f"{SUBSTITUTE_MARK} {SUBSTITUTE_MEANING}")
     table = pd.concat(tables, ignore_index=True).fillna("") if tables else pd.DataFrame()
-    return table, ["SNLI accuracy × 100; TriviaQA EM / F1 in percent (official SQuAD v1.1 normalisation)."] + foot
+    return table, [ZEROSHOT_SCALES] + foot
 
 
 def show_zeroshot(summary: pd.DataFrame):

@@ -1,4 +1,4 @@
-"""Official metrics of GLUE (scikit-learn / scipy) and SQuAD v1.1 (the official script's logic).
+"""Official metrics of GLUE (scikit-learn / scipy), SQuAD v1.1 and TriviaQA (the official scripts' logic).
 
 GLUE values are fractions in [0, 1] (as scikit-learn returns them); SQuAD values are percent
 (as the official ``evaluate-v1.1.py`` prints them).  Every result dict carries ``score``, the
@@ -12,7 +12,11 @@ stsb       pearson, spearman                           mean(pearson, spearman)
 mrpc, qqp  accuracy, f1 (positive class 1)             mean(accuracy, f1)
 others     accuracy                                    accuracy
 squad      exact_match, f1 (percent)                   f1
+triviaqa   exact_match, f1 (percent, its own script)   f1
 =========  ==========================================  =====================================
+
+TriviaQA (`raft.data.triviaqa.score`) has its own normalisation and averaging
+(`triviaqa_metrics`); the authors' all-pairs SQuAD number is `squad_all_pairs_metrics`.
 """
 
 from __future__ import annotations
@@ -168,5 +172,112 @@ def squad_metrics(predictions: Mapping[str, str], references: Mapping[str, Seque
         f1 += _max_over(squad_f1, pred, gts)
     n = len(references)
     out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+    out["score"] = out["f1"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# TriviaQA: the official evaluation, github.com/mandarjoshi90/triviaqa (commit ca43b58; the
+# scoring is unchanged since b2c0046), evaluation/triviaqa_evaluation.py
+# ----------------------------------------------------------------------------------------
+# handle_punc (triviaqa_evaluation.py:23-25): string.punctuation plus four quote marks, each
+# replaced by a space -- SQuAD's normalisation deletes punctuation instead
+_TRIVIAQA_PUNCT = frozenset(string.punctuation + "\u2018\u2019\u00b4`")
+
+
+def triviaqa_normalize_answer(s: str) -> str:
+    """TriviaQA's ``normalize_answer`` (triviaqa_evaluation.py:14-33): underscores to spaces,
+    lower case, punctuation (and ‘ ’ ´ `) to spaces, articles removed, whitespace collapsed."""
+    s = s.replace("_", " ").lower()
+    s = "".join(" " if ch in _TRIVIAQA_PUNCT else ch for ch in s)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split()).strip()
+
+
+def triviaqa_f1(prediction: str, ground_truth: str) -> float:
+    """``f1_score`` (triviaqa_evaluation.py:36-46): token-overlap F1 after TriviaQA's normalisation."""
+    pred_tokens = triviaqa_normalize_answer(prediction).split()
+    truth_tokens = triviaqa_normalize_answer(ground_truth).split()
+    num_same = sum((collections.Counter(pred_tokens) & collections.Counter(truth_tokens)).values())
+    if num_same == 0:
+        return 0.0
+    precision, recall = num_same / len(pred_tokens), num_same / len(truth_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def triviaqa_exact_match(prediction: str, ground_truth: str) -> float:
+    """``exact_match_score`` (triviaqa_evaluation.py:49-50)."""
+    return float(triviaqa_normalize_answer(prediction) == triviaqa_normalize_answer(ground_truth))
+
+
+def triviaqa_metrics(predictions: Mapping[str, str], ground_truths: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """TriviaQA's ``evaluate_triviaqa`` (triviaqa_evaluation.py:102-133) in percent, ``score`` = f1.
+
+    ``ground_truths``: {key: the answer's ground truths} for every key of the evaluation -- for
+    the web domain a key is one verified question-document pair, "QuestionId--Filename"
+    (utils/dataset_utils.py:6-23), and its ground truths are ``get_ground_truths``
+    (triviaqa_evaluation.py:76-77; `raft.data.triviaqa.ground_truths`). Per key, EM and F1 are
+    the maximum over the ground truths (``metric_max_over_ground_truths``, :53-58); both are
+    summed over the keys and divided by the number of keys (:129-130): a key without a
+    prediction counts 0 (:107-111). Predictions for unknown keys are an error here (the script
+    ignores them)."""
+    if not ground_truths:
+        raise ValueError("triviaqa_metrics: no ground truths to score")
+    unknown = set(predictions) - set(ground_truths)
+    if unknown:
+        raise ValueError(f"triviaqa_metrics: {len(unknown)} predictions for unknown keys, e.g. {sorted(unknown)[:3]}")
+    em = f1 = 0.0
+    for key, gts in ground_truths.items():
+        gts = [gts] if isinstance(gts, str) else list(gts)
+        if not gts:
+            raise ValueError(f"triviaqa_metrics: key {key!r} has no ground truths")
+        if key in predictions:
+            em += _max_over(triviaqa_exact_match, predictions[key], gts)
+            f1 += _max_over(triviaqa_f1, predictions[key], gts)
+    n = len(ground_truths)
+    out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+    out["score"] = out["f1"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The authors' TriviaQA number: SQuAD EM/F1 over every converted pair (github.com/UKPLab/2022-RAFT
+# run_squad.py:481 calls squad_evaluate of transformers_modified/data/metrics/squad_metrics.py)
+# ----------------------------------------------------------------------------------------
+# compute_predictions_logits writes "empty" when no span is valid (squad_metrics.py:537-538);
+# `raft.data.squad.postprocess_predictions` writes "" there (run_qa), which SQuAD v2 scoring
+# would count as a correct "no answer"
+AUTHORS_NO_SPAN = "empty"
+
+
+def _v2_f1(prediction: str, gold: str) -> float:
+    """``compute_f1`` (squad_metrics.py:67-80): an empty side scores 1 only if both are empty."""
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    return squad_f1(prediction, gold)
+
+
+def squad_all_pairs_metrics(predictions: Mapping[str, str],
+                            references: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """``squad_evaluate``'s ``exact`` / ``f1`` (squad_metrics.py:83-105, 119-128, 223-238) in
+    percent over every reference id, ``score`` = f1: the gold answers are the references that
+    normalise to non-empty text, or ``[""]`` when there are none (:91-95: a pair whose context
+    holds no answer alias), EM / F1 the maximum over them (SQuAD v1.1 normalisation, v2
+    ``compute_f1``), averaged over the ids with a prediction (:97-99, :121). A prediction ""
+    (no valid span) is scored as the authors' ``AUTHORS_NO_SPAN``."""
+    em = f1 = 0.0
+    scored = 0
+    for qid, gts in references.items():
+        gold = [g for g in ([gts] if isinstance(gts, str) else gts) if normalize_answer(g)] or [""]
+        if qid not in predictions:
+            continue
+        pred = predictions[qid] or AUTHORS_NO_SPAN
+        em += max(squad_exact_match(pred, g) for g in gold)
+        f1 += max(_v2_f1(pred, g) for g in gold)
+        scored += 1
+    if not scored:
+        raise ValueError("squad_all_pairs_metrics: no reference id has a prediction")
+    out = {"exact_match": 100.0 * em / scored, "f1": 100.0 * f1 / scored}
     out["score"] = out["f1"]
     return out

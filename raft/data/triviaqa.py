@@ -28,11 +28,20 @@ github.com/mandarjoshi90/triviaqa (commit b2c0046), step by step:
    pairs shuffled with ``random.seed(10)`` (the script's default ``--seed``); ``version`` = the
    file's ``Version``. `convert_to_squad` returns the script's JSON structure exactly.
 
-Scoring (`load_triviaqa`): a pair without an answer cannot be scored by the official SQuAD v1.1
-EM/F1 (a maximum over the reference answers), so it is left out and counted
-(``sizes["no_answer"]``); the others are scored against the alias found, with the SQuAD
-normalisation (`raft.data.metrics`). Examples come in the flat SQuAD columns of
-`raft.data.squad` (id, question, context, answers), so its features and answer extraction apply.
+Scoring (`score`): every converted pair is a test example (flat SQuAD columns of
+`raft.data.squad`, so its features and answer extraction apply), a pair without an answer alias
+in its context included (empty ``answers``; ``sizes["no_answer"]`` counts them); each pair also
+carries its ``ground_truths`` (`ground_truths`). One prediction per pair gives three numbers
+(the record's test blocks, `EVAL_SETS`):
+
+* ``triviaqa`` (the headline): TriviaQA's own EM/F1, its evaluation script exactly
+  (`raft.data.metrics.triviaqa_metrics`): every verified question-document pair, the maximum
+  over the ground truths, TriviaQA's normalisation, averaged over the pairs;
+* ``all_pairs``: the authors' number -- SQuAD EM/F1 over every pair, gold "" where the context
+  holds no alias (`raft.data.metrics.squad_all_pairs_metrics`: transformers' ``squad_evaluate``,
+  which the authors' run_squad.py calls);
+* ``has_ans``: official SQuAD v1.1 EM/F1 (`raft.data.metrics.squad_metrics`) over the pairs
+  whose context holds an alias, against the alias found (``squad_evaluate``'s ``HasAns_*``).
 
 Sources:
 
@@ -61,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from raft.data import sources as src
+from raft.data.metrics import squad_all_pairs_metrics, squad_metrics, triviaqa_metrics, triviaqa_normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,8 @@ LAYOUT = ("<data-dir>/triviaqa/qa/verified-web-dev.json with the evidence files 
 MAX_NUM_TOKENS = 800  # the script's --max_num_tokens default
 SHUFFLE_SEED = 10  # the script's --seed default
 MISSING_SHOWN = 5  # missing files named in an error message
+HEADLINE = "triviaqa"  # TriviaQA's own EM/F1: the score every table and finding leads with
+EVAL_SETS = (HEADLINE, "all_pairs", "has_ans")  # the record's test blocks (module docstring, "Scoring")
 
 
 class TriviaqaFormatError(ValueError):
@@ -86,13 +98,13 @@ class TriviaqaFormatError(ValueError):
 
 @dataclass
 class TriviaqaData:
-    """The scored question-document pairs (SQuAD columns), the whole conversion, and their origin."""
+    """The question-document pairs (SQuAD columns + ground truths), the whole conversion, and their origin."""
 
-    test: Any  # datasets.Dataset: id, question, context, answers -- the pairs with an answer
+    test: Any  # datasets.Dataset: id, question, context, answers (empty: no alias in the context), ground_truths
     squad: dict  # `convert_to_squad` output: every pair, with or without an answer
     source: str  # "local" | "hub"
     substitute: bool  # True: the Hub's rc.web dev set stands in for the verified web dev set
-    sizes: dict  # {"questions", "documents" (pairs converted), "no_answer" (pairs left out)}
+    sizes: dict  # {"questions", "documents" (pairs converted), "no_answer" (pairs without an alias in their context)}
     data_notes: list[str] = field(default_factory=list)
 
 
@@ -163,6 +175,18 @@ def qad_triples(data: Iterable[Mapping], path: str | os.PathLike = "<question fi
 
 
 # ------------------------------------------------------------------------------ the conversion
+def pair_id(qad: Mapping) -> str:
+    """A pair's id and evaluation key, "QuestionId--Filename" (``get_question_doc_string``,
+    utils/dataset_utils.py:14-15; the web evaluation's key, :6-11 and :17-23)."""
+    return f"{qad['QuestionId']}--{qad['Filename']}"
+
+
+def ground_truths(answer: Mapping) -> list[str]:
+    """What a prediction is scored against (``get_ground_truths``, evaluation/triviaqa_evaluation.py:76-77):
+    the answer's ``NormalizedAliases`` (as stored) and its ``HumanAnswers`` normalised, if any."""
+    return list(answer["NormalizedAliases"]) + [triviaqa_normalize_answer(a) for a in answer.get("HumanAnswers", [])]
+
+
 def select_relevant_portion(text: str, max_num_tokens: int = MAX_NUM_TOKENS) -> str:
     """The script's truncation with whitespace words (module docstring, step 3): paragraphs at
     "\\n", a "\\n" token after each paragraph taken whole, at most ``max_num_tokens`` tokens."""
@@ -188,16 +212,18 @@ def answer_index_in_document(answer: Mapping, document: str) -> tuple[str, int]:
 
 
 def convert_to_squad(documents: Iterable[tuple[Mapping, str]], version, *, max_num_tokens: int = MAX_NUM_TOKENS,
-                     seed: int = SHUFFLE_SEED) -> dict:
-    """``(triple, document text)`` pairs -> the script's SQuAD JSON (module docstring, steps 3-5).
+                     seed: int = SHUFFLE_SEED, truths: dict | None = None) -> dict:
+    """``(triple, document text)`` pairs -> the script's SQuAD JSON (module docstring, steps 3-5);
+    ``truths``, when given, gets {pair id: `ground_truths`} (the evaluation's, by key).
 
     The script shuffles the triples before converting them; shuffling the converted list with
     the same seed gives the same order (the permutation depends only on the length)."""
     data = []
     for qad, text in documents:
         context = select_relevant_portion(text, max_num_tokens)
-        qa = {"question": qad["Question"], "answers": [], "id": f"{qad['QuestionId']}--{qad['Filename']}",
-              "qid": qad["QuestionId"]}
+        qa = {"question": qad["Question"], "answers": [], "id": pair_id(qad), "qid": qad["QuestionId"]}
+        if truths is not None:
+            truths[qa["id"]] = ground_truths(qad["Answer"])
         alias, index = answer_index_in_document(qad["Answer"], context)
         if index != -1:
             qa["answers"].append({"text": alias, "answer_start": index})
@@ -206,22 +232,22 @@ def convert_to_squad(documents: Iterable[tuple[Mapping, str]], version, *, max_n
     return {"data": data, "version": version}
 
 
-def squad_examples(squad: Mapping) -> tuple[dict[str, list], int]:
-    """(flat SQuAD columns id / question / context / answers of the pairs with an answer,
-    the number of pairs without one). Duplicate ids raise ``TriviaqaFormatError``."""
-    cols: dict[str, list] = {"id": [], "question": [], "context": [], "answers": []}
+def squad_examples(squad: Mapping, truths: Mapping[str, list[str]]) -> tuple[dict[str, list], int]:
+    """(flat SQuAD columns id / question / context / answers / ground_truths of every pair --
+    ``answers`` empty where the context holds no alias --, the number of such pairs).
+    ``truths``: {pair id: `ground_truths`}. Duplicate ids raise ``TriviaqaFormatError``."""
+    cols: dict[str, list] = {"id": [], "question": [], "context": [], "answers": [], "ground_truths": []}
     no_answer = 0
     for article in squad["data"]:
         for para in article["paragraphs"]:
             for qa in para["qas"]:
-                if not qa["answers"]:
-                    no_answer += 1
-                    continue
+                no_answer += not qa["answers"]
                 cols["id"].append(qa["id"])
                 cols["question"].append(qa["question"])
                 cols["context"].append(para["context"])
                 cols["answers"].append({"text": [a["text"] for a in qa["answers"]],
                                         "answer_start": [a["answer_start"] for a in qa["answers"]]})
+                cols["ground_truths"].append(list(truths[qa["id"]]))
     dup = [i for i, n in collections.Counter(cols["id"]).items() if n > 1]
     if dup:
         raise TriviaqaFormatError(f"TriviaQA conversion: duplicate question-document id {dup[0]!r}")
@@ -273,8 +299,9 @@ def _read_text(path: Path) -> str:
         return f.read()
 
 
-def _local(folder: Path) -> tuple[dict, int]:
-    """(conversion, questions) of the local verified web dev set; missing files are an error."""
+def _local(folder: Path) -> tuple[dict, int, dict]:
+    """(conversion, questions, ground truths by pair id) of the local verified web dev set;
+    missing files are an error."""
     qa = folder / QA_RELPATH
     if not qa.is_file():
         raise FileNotFoundError(f"TriviaQA: missing {str(qa)!r}; expected {LAYOUT}")
@@ -285,7 +312,8 @@ def _local(folder: Path) -> tuple[dict, int]:
         raise FileNotFoundError(f"TriviaQA: {len(missing)} missing evidence file(s): "
                                 f"{', '.join(missing[:MISSING_SHOWN])}{more}; expected {LAYOUT}")
     documents = ((t, _read_text(evidence_path(folder, t))) for t in triples)
-    return convert_to_squad(documents, raw.get("Version")), questions
+    truths: dict = {}
+    return convert_to_squad(documents, raw.get("Version"), truths=truths), questions, truths
 
 
 def hub_documents(rows: Iterable[Mapping]) -> Iterator[tuple[dict, str]]:
@@ -302,44 +330,64 @@ def hub_documents(rows: Iterable[Mapping]) -> Iterator[tuple[dict, str]]:
                         "Answer": answer, "Filename": filename}, text)
 
 
-def _hub(why: str) -> tuple[dict, int]:
+def _hub(why: str) -> tuple[dict, int, dict]:
     ds = src.load_hub_dataset(HUB_TRIVIAQA, HUB_CONFIG, why=why, split=HUB_SPLIT)
-    return convert_to_squad(hub_documents(ds), f"{HUB_TRIVIAQA}:{HUB_CONFIG}:{HUB_SPLIT}"), len(ds)
+    truths: dict = {}
+    squad = convert_to_squad(hub_documents(ds), f"{HUB_TRIVIAQA}:{HUB_CONFIG}:{HUB_SPLIT}", truths=truths)
+    return squad, len(ds), truths
 
 
 def _dataset(cols: dict[str, list]):
     from datasets import Dataset, Features, List, Value
 
     features = Features({"id": Value("string"), "question": Value("string"), "context": Value("string"),
-                         "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))}})
+                         "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
+                         "ground_truths": List(Value("string"))})
     return Dataset.from_dict(cols, features=features)
 
 
 def load_triviaqa(data_dir: str | os.PathLike | None = None) -> TriviaqaData:
-    """The converted pairs with an answer: local when ``<root>/triviaqa/`` exists, else the
-    Hub substitute (see the module docstring); ``data_notes`` say how they were made."""
+    """Every converted pair: local when ``<root>/triviaqa/`` exists, else the Hub substitute
+    (see the module docstring); ``data_notes`` say how they were made."""
     d = local_dir(data_dir)
     notes: list[str] = []
     if uses_hub(data_dir):
         why = (f"no local folder {str(d)!r}" if d is not None
                else f"no local data root is set (--data-dir / ${src.ENV_VAR})")
         log.warning("TriviaQA: %s; using the Hub's %s %s set as a substitute", why, HUB_CONFIG, HUB_SPLIT)
-        squad, questions = _hub(why)
+        squad, questions, truths = _hub(why)
         source = src.HUB
         notes.append(f"TriviaQA: SUBSTITUTE -- the verified web dev set was not available ({why}); the Hub's "
                      f"{HUB_TRIVIAQA} {HUB_CONFIG} {HUB_SPLIT} set (every web dev question with every evidence "
                      "document, not only the verified ones) was scored instead: not the paper's test set.")
     else:
-        squad, questions = _local(d)
+        squad, questions, truths = _local(d)
         source = src.LOCAL
-    cols, no_answer = squad_examples(squad)
+    cols, no_answer = squad_examples(squad, truths)
     if not cols["id"]:
-        raise TriviaqaFormatError(f"TriviaQA: none of the {len(squad['data'])} question-document pairs has an "
-                                  "answer alias in its context")
+        raise TriviaqaFormatError("TriviaQA: no question-document pairs to score")
     notes.append(f"TriviaQA: contexts are the first {MAX_NUM_TOKENS} whitespace tokens of each evidence document "
                  "(the official convert_to_squad_format.py counts NLTK word tokens).")
     notes.append(f"TriviaQA: {no_answer:,} of {len(squad['data']):,} question-document pairs have no answer alias in "
-                 f"their context; they cannot be scored by SQuAD EM/F1 and are left out ({len(cols['id']):,} scored).")
+                 "their context: they count in TriviaQA's EM/F1 (the prediction against the aliases) and in the "
+                 "all-pairs SQuAD EM/F1 (gold \"\"), not in HasAns "
+                 f"({len(cols['id']) - no_answer:,} pairs).")
     return TriviaqaData(test=_dataset(cols), squad=squad, source=source, substitute=source == src.HUB,
                         sizes={"questions": questions, "documents": len(squad["data"]), "no_answer": no_answer},
                         data_notes=notes)
+
+
+# ------------------------------------------------------------------------------ scoring
+def score(predictions: Mapping[str, str], examples) -> tuple[dict[str, dict], dict[str, int]]:
+    """({eval set: metrics}, {eval set: pairs scored}) of one prediction per pair (module
+    docstring, "Scoring"); ``examples``: `TriviaqaData.test` or a part of it. ``has_ans`` is
+    absent when no pair holds an alias (a capped test set)."""
+    ids = list(examples["id"])
+    truths = dict(zip(ids, examples["ground_truths"]))
+    references = {i: list(a["text"]) for i, a in zip(ids, examples["answers"])}
+    has_ans = {i: r for i, r in references.items() if r}
+    test = {HEADLINE: triviaqa_metrics(predictions, truths),
+            "all_pairs": squad_all_pairs_metrics(predictions, references)}
+    if has_ans:
+        test["has_ans"] = squad_metrics({i: predictions[i] for i in has_ans if i in predictions}, has_ans)
+    return test, {HEADLINE: len(ids), "all_pairs": len(ids), "has_ans": len(has_ans)}

@@ -17,7 +17,9 @@ on disk with ``--cache-dir``).
            the best epoch restored (`raft.train.loop`)
   test     every test set once (the adapter), then ``--save-model``
   record   metrics.json (docs/architecture.md), built in one place (`record`) from the run's
-           state and written atomically as soon as the run ends
+           state and written atomically as soon as the run ends; an adapter whose evaluation
+           returns predictions (SQuAD) gets them written first, ``predictions.json`` next to it
+           (`write_predictions`: {example id: predicted text}, as transformers' run_qa writes them)
 
 A run is the same whether it runs alone or among others (same seed, same numbers). A crash
 loses at most the run in progress: each record names its request (``request_sha1``: settings,
@@ -141,7 +143,8 @@ class Adapter:
         raise NotImplementedError
 
     def evaluate(self, model, part, rt: runtime.Runtime, settings, *, with_loss: bool = True) -> dict:
-        """``{"metrics": {...}, "score": selection score, "loss": mean loss or None}`` of one part."""
+        """``{"metrics": {...}, "score": selection score, "loss": mean loss or None}`` of one part,
+        plus ``"predictions"`` ({example id: predicted text}) where the task has a text answer (SQuAD)."""
         raise NotImplementedError
 
     def describe(self, sample: split.Sample, parts: Parts) -> str:
@@ -242,8 +245,8 @@ def run_one(session: Session, job: Job, request: str, *, index=(1, 1), runs_dir=
             desc=f"{adapter.task} {state.variant} n={job.n} seed={job.seed}", step_model=state.step_model,
         )
     with state.timed("test"):  # the restored best epoch, every test set
-        state.test = {name: state.evaluate(part, with_loss=False)["metrics"]
-                      for name, part in state.parts.tests.items()}
+        tested = {name: state.evaluate(part, with_loss=False) for name, part in state.parts.tests.items()}
+        state.test = {name: out["metrics"] for name, out in tested.items()}
     with state.timed("preactivations"):  # where the FFN activations act, on the dev sample
         dev = getattr(state.parts.dev, "encoded", state.parts.dev)  # SQuAD: the windows
         state.preacts = {"dev": finetune_preactivations(state.model, dev, session.runtime, settings.eval_batch_size)}
@@ -252,11 +255,25 @@ def run_one(session: Session, job: Job, request: str, *, index=(1, 1), runs_dir=
     if job.save_model:
         save_model(state.model, session.tokenizer, job.save_model)
     result = fingerprint.with_checksum(record(state))
+    predictions = {k: v for out in tested.values() for k, v in (out.get("predictions") or {}).items()}
+    if predictions:
+        write_predictions(job.output, predictions)
     runtime.write_json_atomic(job.output, result)
     if runs_dir:
         runtime.write_json_atomic(copy_path(runs_dir, request), result)
     log.info("wrote %s (%.1fs)", job.output, result["wall_time_s"])
     return result
+
+
+PREDICTIONS = "predictions.json"  # a QA run's predictions, next to its metrics.json
+
+
+def write_predictions(output, predictions: dict[str, str]) -> Path:
+    """``predictions.json`` in the folder of the metrics.json ``output``: {example id: predicted
+    text} (transformers' run_qa writes the same map), atomically; returns its path."""
+    path = Path(output).parent / PREDICTIONS
+    runtime.write_json_atomic(path, dict(predictions))
+    return path
 
 
 def build_model(state: Run) -> None:

@@ -123,19 +123,25 @@ class SquadAdapter(finetune.Adapter):
         return finetune.Parts(shared("train", sample.train, train), shared("dev", sample.dev, evaluation),
                               {k: shared(f"test-{k}", v, evaluation) for k, v in sample.tests.items()})
 
-    def evaluate(self, model, part: EvalPart, rt, settings, *, with_loss: bool = True) -> dict:
-        from raft.data.metrics import squad_metrics
+    def predict(self, model, part: EvalPart, rt, settings) -> dict[str, str]:
+        """{example id: predicted answer text} (the best span over the example's windows)."""
         from raft.data.squad import postprocess_predictions
 
         out = predict(model, part.encoded, batch_size=settings.eval_batch_size, runtime=rt,
                       outputs=("start_logits", "end_logits"), ragged=("start_logits", "end_logits"),
                       with_loss=False)
-        answers = postprocess_predictions(
+        return postprocess_predictions(
             part.examples, part.meta, stack_ragged(out["start_logits"]), stack_ragged(out["end_logits"]),
             n_best=settings.n_best, max_answer_length=settings.max_answer_length,
         )
+
+    def evaluate(self, model, part: EvalPart, rt, settings, *, with_loss: bool = True) -> dict:
+        """Also ``predictions`` ({id: text}: the run's predictions.json, `raft.train.finetune`)."""
+        from raft.data.metrics import squad_metrics
+
+        answers = self.predict(model, part, rt, settings)
         metrics = squad_metrics(answers, part.references)
-        return {"metrics": metrics, "score": metrics["score"], "loss": None}
+        return {"metrics": metrics, "score": metrics["score"], "loss": None, "predictions": answers}
 
     def describe(self, sample, parts: finetune.Parts) -> str:
         tests = {k: f"{len(v)} ({v.num_features})" for k, v in parts.tests.items()}

@@ -10,10 +10,14 @@ Targets (``TARGETS``):
   `raft.data.metrics.glue_metrics` of MNLI: accuracy, score); the labels the predictions used
   are recorded like a GLUE run's (``distinct_predictions`` / ``constant_predictions``).
 * ``triviaqa``: a model fine-tuned on SQuAD v1.1 (``raft finetune-squad --save-model DIR``) on
-  TriviaQA verified web dev converted to SQuAD format (`raft.data.triviaqa`), through the SQuAD
-  windows, answer extraction and official EM/F1 (`raft.train.finetune_squad.EvalPart`,
-  `SquadAdapter.evaluate`). Without a local copy the Hub's rc.web dev set is scored instead and
-  the record says ``substitute: true``.
+  every question-document pair of TriviaQA verified web dev converted to SQuAD format
+  (`raft.data.triviaqa`), through the SQuAD windows and answer extraction
+  (`raft.train.finetune_squad.EvalPart`, `SquadAdapter.predict`); the one prediction per pair is
+  scored three ways (`raft.data.triviaqa.score`), the record's test blocks ``triviaqa``
+  (TriviaQA's own EM/F1: the headline), ``all_pairs`` (the authors' SQuAD EM/F1 over every pair)
+  and ``has_ans`` (SQuAD EM/F1 over the pairs whose context holds an alias), and written as
+  ``predictions.json`` next to metrics.json. Without a local copy the Hub's rc.web dev set is
+  scored instead and the record says ``substitute: true``.
 
 Settings: the evaluation uses the windows the model was fine-tuned with. ``--source-metrics``
 (the fine-tuning run's metrics.json) supplies them (its ``hyperparameters``: ``max_seq_length``;
@@ -23,7 +27,8 @@ record is an error. Without the record, the flags or the fine-tuning commands' d
 ``--eval-batch-size`` (default: the record's, else 128) and ``--precision`` (default auto) are free.
 
 Writes one metrics.json (docs/architecture.md, "Result files":
-``results/zeroshot/{target}/{variant}/seed{seed}/metrics.json``) atomically at the very end.
+``results/zeroshot/{target}/{variant}/seed{seed}/metrics.json``) atomically at the very end
+(TriviaQA: ``predictions.json`` just before it).
 Problems found before the evaluation are `raft.train.runtime.UsageError` (exit code 2).
 """
 
@@ -51,8 +56,18 @@ QA_FIELDS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_len
 
 
 # ------------------------------------------------------------------------------ evaluation
-def evaluate_snli(model, tokenizer, test, settings, rt) -> tuple[dict, dict, dict]:
-    """(metrics, extra sizes, extra record fields) of an MNLI model on the SNLI pairs."""
+@dataclass
+class Scored:
+    """What a target's evaluation gives the record."""
+
+    test: dict  # {eval set: {metric: value}}: the record's test block
+    sizes: dict = field(default_factory=dict)  # record ``sizes`` entries (``test``: examples per eval set)
+    extra: dict = field(default_factory=dict)  # further record fields
+    predictions: dict | None = None  # {example id: predicted text} -> predictions.json (QA targets)
+
+
+def evaluate_snli(model, tokenizer, test, settings, rt) -> Scored:
+    """An MNLI model on the SNLI pairs: accuracy, and the labels the predictions used."""
     from raft.data.metrics import distinct_predictions, glue_metrics
     from raft.train.finetune_glue import constant_predictions, encode
     from raft.train.loop import predict
@@ -63,16 +78,18 @@ def evaluate_snli(model, tokenizer, test, settings, rt) -> tuple[dict, dict, dic
     out = predict(model, part, batch_size=settings.eval_batch_size, runtime=rt, with_loss=False)
     metrics = glue_metrics("mnli", out["logits"], part.targets["labels"])
     distinct = {"test": distinct_predictions("mnli", out["logits"])}
-    return metrics, {}, {"distinct_predictions": distinct, "constant_predictions": constant_predictions(distinct)}
+    return Scored({"test": metrics}, {"test": {"test": len(test)}},
+                  {"distinct_predictions": distinct, "constant_predictions": constant_predictions(distinct)})
 
 
-def evaluate_triviaqa(model, tokenizer, test, settings, rt) -> tuple[dict, dict, dict]:
-    """(metrics, extra sizes, extra record fields) of a SQuAD model on the converted TriviaQA pairs."""
+def evaluate_triviaqa(model, tokenizer, test, settings, rt) -> Scored:
+    """A SQuAD model on every converted TriviaQA pair: one prediction each, three scores."""
     from raft.train.finetune_squad import EvalPart, SquadAdapter, window
 
     part = EvalPart(test, tokenizer, **window(settings))
-    metrics = SquadAdapter().evaluate(model, part, rt, settings, with_loss=False)["metrics"]
-    return metrics, {"features": {"test": part.num_features}}, {}
+    predictions = SquadAdapter().predict(model, part, rt, settings)
+    blocks, sizes = triviaqa.score(predictions, test)
+    return Scored(blocks, {"test": sizes, "features": {"test": part.num_features}}, predictions=predictions)
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,7 @@ class Target:
     fields: tuple[str, ...]  # settings taken from the fine-tuning run
     data_name: str
     load: Callable[[Any], Any]  # data_dir -> SnliData / TriviaqaData
-    evaluate: Callable[..., tuple[dict, dict, dict]]
+    evaluate: Callable[..., Scored]
     command: str  # how a fitting model is made, for messages
     extra_hyperparameters: dict = field(default_factory=dict)
 
@@ -149,9 +166,7 @@ class Run:
     data: Any = None
     n_test: int = 0
     cap_note: str | None = None
-    metrics: dict = field(default_factory=dict)
-    sizes: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    scored: Scored | None = None
 
 
 def run(args) -> int:
@@ -173,9 +188,12 @@ def run(args) -> int:
     state.n_test = len(tests["test"])
     log.info("%s %s -> %s: %d examples (%s); %s", state.variant, target.source_task, target.name, state.n_test,
              state.data.source + (", substitute" if state.data.substitute else ""), rt.describe())
-    state.metrics, state.sizes, state.extra = target.evaluate(model, tokenizer, tests["test"], settings, rt)
-    log.info("%s: %s", target.name, {k: round(v, 4) for k, v in state.metrics.items()})
+    state.scored = target.evaluate(model, tokenizer, tests["test"], settings, rt)
+    log.info("%s: %s", target.name, {name: {k: round(v, 4) for k, v in metrics.items()}
+                                      for name, metrics in state.scored.test.items()})
     result = record(state)
+    if state.scored.predictions is not None:
+        finetune.write_predictions(output, state.scored.predictions)
     runtime.write_json_atomic(output, result)
     log.info("wrote %s (%.1fs)", output, result["wall_time_s"])
     return 0
@@ -289,8 +307,8 @@ def record(state: Run) -> dict:
         "mode": ident["mode"],
         "model": str(args.model),
         "source_metrics": None if args.source_metrics is None else str(args.source_metrics),
-        "test": {"test": state.metrics},
-        "sizes": {**data.sizes, "test": {"test": state.n_test}, **state.sizes},
+        "test": state.scored.test,
+        "sizes": {**data.sizes, **state.scored.sizes},
         "sources": sources,
         "substitute": bool(data.substitute),
         "partial_data": state.cap_note is not None or ident["partial"],
@@ -298,7 +316,7 @@ def record(state: Run) -> dict:
         "hyperparameters": hyperparameters(state),
         "wall_time_s": round(time.perf_counter() - state.t_start, 3),
         "device": state.runtime.describe(),
-        **state.extra,
+        **state.scored.extra,
         "source_test": state.source.get("test"),
         "versions": finetune.versions(),
     }

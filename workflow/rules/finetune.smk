@@ -3,6 +3,8 @@
 # (those of a zero-shot source task keep their weights in results/models).
 # N is an integer (low-data: N training + N dev examples drawn with the seed) or "full".
 # glue_efficient: RAF coefficients + head for raft, a matched bias subset + head for bert.
+# A SQuAD run also writes predictions.json next to its metrics.json (not declared: a run restored
+# from its --runs-dir copy is not recomputed, and GLUE runs write none).
 
 for family in study.finetune_families(config):
     section = study.section_of(family["study"])

@@ -1,5 +1,7 @@
 # Zero-shot transfer: a full-data fine-tuned model scored on another data set without
 # further training (MNLI -> SNLI, SQuAD -> TriviaQA), one job per (target, variant, seed).
+# A TriviaQA job also writes predictions.json next to metrics.json (not declared: the rule
+# serves SNLI too, which writes none).
 
 
 rule zeroshot:
