@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 import yaml
-from raft import checks, study
+from raft import checks, settings, study
 from raft.config import validate
 from raft.study import ConfigError, preflight
 from test_workflow import CONFIG, REPO, merged_config
@@ -74,6 +74,15 @@ def test_paper_pretraining_settings(paper):
     assert (raft["batch_size"], raft["max_steps"], raft["lr"]) == (4096, 23000, 7e-4)
     bert = study.pretrain_settings(paper, "bert")
     assert not any(k.startswith("rational_") for k in bert)
+
+
+def test_cli_args_writes_a_boolean_only_off_its_default():
+    """False is left off (the default of most flags), True too for a setting that defaults to True
+    (`settings.true_by_default`), whose false is --no-x."""
+    assert study.cli_args({"compile": True, "deepnorm": False, "embedding_layernorm": True, "lr": 0.1}) == (
+        "--compile --lr 0.1")
+    assert study.cli_args({"compile": False, "embedding_layernorm": False}) == "--no-embedding-layernorm"
+    assert settings.true_by_default() == {"embedding_layernorm"}
 
 
 def test_authors_squad_windows_per_variant():
