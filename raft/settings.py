@@ -151,6 +151,8 @@ class SquadFinetune(Finetune):
     max_query_length: int = setting(64, "questions are cut to this many tokens")
     max_answer_length: int = setting(30, "longest predicted answer in tokens")
     n_best: int = setting(20, "start/end candidates per window")
+    lowercase: bool = setting(True, "lower-case the text as the uncased vocabulary expects (--no-lowercase: keep "
+                                    "the case, as the authors' run_squad.py did without --do_lower_case)")
 
 
 # ------------------------------------------------------------------------------ flags

@@ -81,8 +81,9 @@ def test_cli_args_writes_a_boolean_only_off_its_default():
     (`settings.true_by_default`), whose false is --no-x."""
     assert study.cli_args({"compile": True, "deepnorm": False, "embedding_layernorm": True, "lr": 0.1}) == (
         "--compile --lr 0.1")
-    assert study.cli_args({"compile": False, "embedding_layernorm": False}) == "--no-embedding-layernorm"
-    assert settings.true_by_default() == {"embedding_layernorm"}
+    assert study.cli_args({"compile": False, "embedding_layernorm": False, "lowercase": False}) == (
+        "--no-embedding-layernorm --no-lowercase")
+    assert settings.true_by_default() == {"embedding_layernorm", "lowercase"}
 
 
 def test_authors_squad_windows_per_variant():
