@@ -28,9 +28,10 @@ all stored in the config so that save/load and `raft export` rebuild them, all o
   position + token-type embeddings after dropout. The module becomes an `nn.Identity`, so its
   weights are not in the state dict.
 * ``weight_init``: "bert" (stock: N(0, 0.02) weights, zero biases); "deepnet" (DeepNet's
-  initialisation, which the authors' code writes at modeling.py:339-343, :364-367, :420-421,
-  :471-472: Xavier-normal weights, gain beta = (8 N)^(-1/4) for the attention value and output
-  and both FFN matrices, gain 1 for query and key, biases zero as in BERT); or "authors" (what
+  initialisation: Xavier-normal weights, gain beta = (8 N)^(-1/4) for the attention value and
+  output and both FFN matrices, gain 1 for query and key, biases zero as in BERT; the authors'
+  code writes it at modeling.py:339-343, :364-367, :420-421, :471-472, with n fixed at 12, and
+  for the FFN input only in RAF layers, :454 against :456-458); or "authors" (what
   their pretraining actually started from: `BertLMHeadModel.__init__` calls `init_weights()`
   (:1086), whose `_init_weights` (:800-811) redraws every `nn.Linear` and `nn.Embedding` as
   N(0, 0.02) with zero biases -- overwriting all of the DeepNet initialisation above -- except
