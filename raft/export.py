@@ -210,7 +210,7 @@ def model_card(config: dict, head: str, model) -> str:
          "pooler's tanh) with learnable rational activation functions (RAFs), one per layer:"),
         "",
         "    F(x) = (a0 + a1 x + ... + am x^m) / (1 + |b1| |x| + |b2| |x|^2 + ... + |bn| |x|^n)", "",
-        *_placement(config, head), *_coefficients(config, model), *_usage(auto_class),
+        *_placement(config, head), *_architecture(config), *_coefficients(config, model), *_usage(auto_class),
         "## Citation", "", "```bibtex", CITATION, "```", "",
     ])
 
@@ -243,6 +243,21 @@ def _placement(config: dict, head: str) -> list[str]:
             f"| pooler RAF | {pooler} |",
             f"| degrees (m, n) | ({m}, {n}): {m + 1 + n} scalars per RAF, {count * (m + 1 + n)} in all |",
             f"| initialisation | `{config.get('rational_init')}` |", ""]
+
+
+def _architecture(config: dict) -> list[str]:
+    """The authors' BERT options when the model uses them (none: stock post-LN BERT, no lines)."""
+    n = config.get("num_hidden_layers")
+    lines = []
+    if config.get("deepnorm"):
+        lines.append(f"- DeepNorm residuals: each sublayer computes LayerNorm(α·x + f(x)), α = (2·{n})^¼ "
+                     f"= {(2 * n) ** 0.25:.4f}")
+    if config.get("embedding_layernorm") is False:
+        lines.append("- no LayerNorm after the embeddings")
+    if config.get("weight_init", "bert") != "bert":
+        lines.append(f"- initialised with `weight_init: {config['weight_init']}`")
+    return ["## Architecture", "", "Post-LN BERT with these options of the authors' code (UKPLab/2022-RAFT):", "",
+            *lines, ""] if lines else []
 
 
 def _coefficients(config: dict, model) -> list[str]:

@@ -16,10 +16,17 @@ denominator coefficient at exactly 0 (copysign-style).
 
     F(x) = (a0 + a1 x + ... + am x^m) / (1 + |b1| |x| + |b2| |x|^2 + ... + |bn| |x|^n)
 
+The architecture options of the authors' BERT variant are rebuilt from the config as the package
+builds them: `deepnorm` (each post-LN sublayer computes LayerNorm(alpha * x + f(x)),
+alpha = (2 num_hidden_layers)^(1/4): the stock residual modules change class in place) and
+`embedding_layernorm` (false: no LayerNorm after the embeddings, an `nn.Identity`).
+
 Differences from `raft.modeling`: the config's `model_type` is "raft-bert-hub" (not the package's
 "raft-bert", so a process that has imported `raft` never mistakes one class for the other), the
 initial coefficients come from the config (`rational_init_coefficients`, resolved by the export
-from the package's init table) and the RAF is the plain autograd formula, not a fused kernel.
+from the package's init table), the RAF is the plain autograd formula, not a fused kernel, and
+`weight_init` is kept in the config but not applied: a head the exported weights lack starts from
+BERT's initialisation.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from transformers import (
     BertForSequenceClassification,
 )
 from transformers import initialization as hf_init
+from transformers.models.bert.modeling_bert import BertOutput, BertSelfOutput
 
 VARIANTS = ("bert", "raft")
 
@@ -67,8 +75,29 @@ class Rational(nn.Module):
         return f"degrees=({self.numerator.numel() - 1}, {self.denominator.numel()})"
 
 
+class DeepNormSelfOutput(BertSelfOutput):
+    """`BertSelfOutput` with DeepNorm's residual: LayerNorm(dropout(dense(h)) + alpha * x)."""
+
+    alpha: float = 1.0
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(self.dense(hidden_states))
+        return self.LayerNorm(hidden_states + self.alpha * input_tensor)
+
+
+class DeepNormOutput(BertOutput):
+    """`BertOutput` (the FFN's second matrix) with DeepNorm's residual, as `DeepNormSelfOutput`."""
+
+    alpha: float = 1.0
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(self.dense(hidden_states))
+        return self.LayerNorm(hidden_states + self.alpha * input_tensor)
+
+
 class RaftConfig(BertConfig):
-    """`BertConfig` plus the RAF placement (layers, pooler), degrees and initial coefficients."""
+    """`BertConfig` plus the RAF placement (layers, pooler), degrees, initial coefficients and the
+    architecture options (deepnorm, embedding_layernorm; weight_init recorded only)."""
 
     model_type = "raft-bert-hub"
 
@@ -80,9 +109,15 @@ class RaftConfig(BertConfig):
         rational_init="gelu",
         rational_degrees=(5, 4),
         rational_init_coefficients=None,
+        deepnorm: bool = False,
+        embedding_layernorm: bool = True,
+        weight_init: str = "bert",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.deepnorm = bool(deepnorm)
+        self.embedding_layernorm = bool(embedding_layernorm)
+        self.weight_init = weight_init
         if raft_variant not in VARIANTS:
             raise ValueError(f"unknown variant {raft_variant!r}; expected one of {VARIANTS}")
         self.raft_variant = raft_variant
@@ -113,6 +148,14 @@ class _RaftMixin:
 
     def _install(self, config: RaftConfig) -> None:
         base = getattr(self, self.base_model_prefix)
+        if config.deepnorm:
+            alpha = (2 * config.num_hidden_layers) ** 0.25
+            for layer in base.encoder.layer:
+                for module, cls in ((layer.attention.output, DeepNormSelfOutput), (layer.output, DeepNormOutput)):
+                    module.__class__ = cls
+                    module.alpha = alpha
+        if not config.embedding_layernorm:
+            base.embeddings.LayerNorm = nn.Identity()
         for i in config.rational_layers:
             base.encoder.layer[i].intermediate.intermediate_act_fn = Rational(*config.init_coefficients())
         if config.rational_pooler and getattr(base, "pooler", None) is not None:

@@ -37,6 +37,16 @@ class Model:
     max_position_embeddings: int | None = setting(
         None, "position embeddings (default: the corpus sequence length)", identity=True)
     dropout: float = setting(0.1, "hidden and attention dropout", identity=True)
+    deepnorm: bool = setting(False, "DeepNorm residuals: every post-LN sublayer computes LayerNorm(a x + f(x)), "
+                                    "a = (2 num_layers)^(1/4) (the authors' code)", identity=True)
+    embedding_layernorm: bool = setting(True, "LayerNorm after the embeddings (--no-embedding-layernorm: none, "
+                                              "as in the authors' code)", identity=True)
+    weight_init: str = setting(
+        "bert", "initial weights: bert (N(0, 0.02)), deepnet (Xavier-normal, gain (8 num_layers)^(-1/4) for value, "
+        "attention output and FFN, 1 for query and key), authors (what the authors' code effectively used: BERT's, "
+        "but the FFN input, pooler and MLM transform as torch's Linear default, the FFN input of RAF layers "
+        "Xavier-normal with gain (8 num_layers)^(-1/4), ~3x smaller)", identity=True,
+        choices=("bert", "deepnet", "authors"))
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,8 @@ class SquadFinetune(Finetune):
     max_query_length: int = setting(64, "questions are cut to this many tokens")
     max_answer_length: int = setting(30, "longest predicted answer in tokens")
     n_best: int = setting(20, "start/end candidates per window")
+    lowercase: bool = setting(True, "lower-case the text as the uncased vocabulary expects (--no-lowercase: keep "
+                                    "the case, as the authors' run_squad.py did without --do_lower_case)")
 
 
 # ------------------------------------------------------------------------------ flags
@@ -148,6 +160,12 @@ def _scalar_type(cls, name: str):
     hint = typing.get_type_hints(cls)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+
+
+def true_by_default() -> set[str]:
+    """Flag names (with prefix, underscores) of the boolean fields whose default is True: the
+    command line writes them only when false (``--no-x``)."""
+    return {cls.PREFIX + f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls) if f.default is True}
 
 
 def flag(cls, name: str) -> str:

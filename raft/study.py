@@ -318,12 +318,18 @@ def checkpoint_key(config: dict, variant: str, data_dir: str | None) -> str:
 def cli_args(options: dict) -> str:
     """{'max_steps': 10, 'lr': 1e-4, 'x': None, 'compile': True} -> "--max-steps 10 --lr 0.0001 --compile".
 
-    None and False are left off (the commands' defaults for them are None / False)."""
-    parts = []
+    None is left off (the commands' default for it is None), and so is a boolean at its default:
+    False, or True for the settings that default to True (`settings.true_by_default`: false is
+    written ``--no-x``)."""
+    parts, true_by_default = [], settings.true_by_default()
     for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool) and key in true_by_default:
+            if not value:
+                parts.append(f"--no-{key.replace('_', '-')}")
+            continue
         if value is None or value is False:
             continue
-        flag = f"--{key.replace('_', '-')}"
         parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)
 

@@ -35,6 +35,9 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "sat",
 INPUT_IDS = [[2, 5, 7, 8, 9, 5, 10, 3], [2, 6, 11, 12, 3, 0, 0, 0]]
 ATTENTION = [[1] * 8, [1] * 5 + [0] * 3]
 CASES = [(variant, head) for variant in ("raft", "bert") for head in HEADS]
+# the authors' BERT variant (DeepNorm, no embedding LayerNorm, their initialisation), a raft model
+AUTHORS = dict(deepnorm=True, embedding_layernorm=False, weight_init="authors")
+AUTHORS_CASES = [("authors", "masked-lm"), ("authors", "question-answering")]
 AUTO = {head: auto for head, (_, auto, *_) in EXPORT_HEADS.items()}
 HIDE_RAFT = "raft is hidden from this process by tests/test_export.py"
 
@@ -114,11 +117,12 @@ def exports(tmp_path_factory) -> dict:
     (root / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     tokenizer = bert_tokenizer_from_vocab(root / "vocab.txt")
     found = {"root": root, "tokenizer": tokenizer}
-    for variant, head in CASES:
+    for variant, head in CASES + AUTHORS_CASES:
         torch.manual_seed(0)
         labels = {"num_labels": 3} if head == "sequence-classification" else {}
-        model = HEADS[head](make_config(variant, vocab_size=len(VOCAB), rational_layers="all,pooler",
-                                        **SIZES, **labels))
+        options = AUTHORS if variant == "authors" else {}
+        model = HEADS[head](make_config("raft" if variant == "authors" else variant, vocab_size=len(VOCAB),
+                                        rational_layers="all,pooler", **SIZES, **labels, **options))
         _perturb(model)
         src, out = root / "src" / f"{variant}-{head}", root / f"exported-{variant}-{head}"
         model.save_pretrained(src)
@@ -152,18 +156,18 @@ def _run_child(exports, mode: str, jobs: dict) -> tuple[dict, dict]:
 
 
 def _own_head_jobs(exports, variants=("raft", "bert")) -> dict:
-    return {f"{v}-{h}": (str(exports[v, h]["out"]), AUTO[h]) for v, h in CASES if v in variants}
+    return {f"{v}-{h}": (str(exports[v, h]["out"]), AUTO[h]) for v, h in CASES + AUTHORS_CASES if v in variants}
 
 
 # ------------------------------------------------------------------ loading without raft
 def test_loads_where_raft_cannot_be_imported(exports):
-    jobs = _own_head_jobs(exports)
+    jobs = _own_head_jobs(exports, ("raft", "bert", "authors"))
     mlm = str(exports["raft", "masked-lm"]["out"])  # any head from any export
     jobs.update({"cross-sequence-classification": (mlm, AUTO["sequence-classification"]),
                  "cross-question-answering": (mlm, AUTO["question-answering"])})
     summary, outputs = _run_child(exports, "without-raft", jobs)
     assert summary["raft_import_error"] == HIDE_RAFT and summary["raft_modules"] == []
-    for variant, head in CASES:
+    for variant, head in CASES + AUTHORS_CASES:
         name, expected = f"{variant}-{head}", exports[variant, head]["expected"]
         assert summary[name]["model_type"] == "raft-bert-hub"
         assert summary[name]["class"].startswith("transformers_modules.")
@@ -233,13 +237,14 @@ def test_template_formula_matches_the_package(degrees):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant,head", CASES)
+@pytest.mark.parametrize("variant,head", CASES + AUTHORS_CASES)
 def test_template_models_match_the_package(exports, variant, head):
     case = exports[variant, head]
     cls = getattr(hub_modeling, EXPORT_HEADS[head][0])
     hub = cls.from_pretrained(case["out"]).eval()
     package = load_pretrained(case["src"], head)
     assert hub.state_dict().keys() == package.state_dict().keys()
+    assert [type(m).__name__ for m in hub.modules()] == [type(m).__name__ for m in package.modules()]
     with torch.no_grad():
         out = hub(**_inputs())
     logits = out.logits if hasattr(out, "logits") else torch.stack([out.start_logits, out.end_logits])
@@ -293,6 +298,17 @@ def test_model_card_names_the_rafs_and_cites_the_paper(exports):
                      "Fang, Haishuo and Lee, Ji-Ung and Moosavi, Nafise Sadat and Gurevych, Iryna",
                      "Findings of the Association for Computational Linguistics: EACL 2023", "2208.14111"):
         assert fragment in card
+
+
+def test_authors_variant_export(exports):
+    """The options travel in config.json; the card names them; the stock exports have no such section."""
+    out = exports["authors", "masked-lm"]["out"]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["deepnorm"], config["embedding_layernorm"], config["weight_init"]) == (True, False, "authors")
+    card = (out / "README.md").read_text()
+    assert "## Architecture" in card and "α = (2·2)^¼ = 1.4142" in card
+    assert "- no LayerNorm after the embeddings" in card and "`weight_init: authors`" in card
+    assert "## Architecture" not in (exports["raft", "masked-lm"]["out"] / "README.md").read_text()
 
 
 def test_model_card_of_masked_lm_and_bert(exports):

@@ -167,3 +167,20 @@ def test_squad_errors(tiny_pretrained, squad_root, tmp_path, capsys):
     err = _fail(tmp_path, capsys, ["--pretrained", str(tiny_pretrained["raft"]), "--n", "8", *base,
                                    "--max-seq-length", "128", "--doc-stride", "128"])
     assert "--doc-stride 128" in err
+
+
+def test_squad_no_lowercase_keeps_the_case(tiny_pretrained, squad_root, tmp_path):
+    """--no-lowercase (the authors' run_squad.py without --do_lower_case): the text is tokenized
+    cased against the uncased vocabulary; the record says so and the saved tokenizer keeps it (the
+    zero-shot TriviaQA run reads that tokenizer)."""
+    from transformers import AutoTokenizer
+
+    m = run_squad(tmp_path, tiny_pretrained["bert"], squad_root, extra=["--epochs", "1", "--no-lowercase",
+                                                                         "--save-model", str(tmp_path / "model")])
+    assert m["hyperparameters"]["lowercase"] is False
+    cased, uncased = (AutoTokenizer.from_pretrained(p) for p in (tmp_path / "model", tiny_pretrained["bert"]))
+    assert uncased.tokenize("Where was Anna born?") == ["where", "was", "anna", "born", "?"]
+    assert cased.tokenize("Where was Anna born?") != uncased.tokenize("Where was Anna born?")
+    assert cased.tokenize("where was anna born?") == uncased.tokenize("where was anna born?")
+    default = run_squad(tmp_path, tiny_pretrained["bert"], squad_root, extra=["--epochs", "1"], name="default")
+    assert default["hyperparameters"]["lowercase"] is True

@@ -78,7 +78,7 @@ def test_progress_prints_plain_lines_and_jsonl(tmp_path, monkeypatch):
     assert quiet.getvalue() == ""
 
 
-@pytest.mark.parametrize("overlay", [None, "paper.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("overlay", [None, "paper.yaml", "smoke.yaml", "paper.yaml+paper_authors.yaml"])
 def test_the_workflow_command_line_gives_the_config_settings(overlay):
     """`raft pretrain`'s flags come from raft.settings, as do the workflow's: the command line that
     raft.study builds from a config parses back to that config's settings."""
@@ -89,7 +89,7 @@ def test_the_workflow_command_line_gives_the_config_settings(overlay):
     from raft.train import pretrain
     from test_study import CONFIG, config_of
 
-    cfg = config_of(*([CONFIG / overlay] if overlay else []))
+    cfg = config_of(*([CONFIG / name for name in overlay.split("+")] if overlay else []))
     parser = argparse.ArgumentParser()
     pretrain.add_arguments(parser)
     for variant in cfg["variants"]:

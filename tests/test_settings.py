@@ -73,6 +73,29 @@ def test_flags_come_from_the_dataclasses():
     assert settings.from_args(settings.Pretrain, args) == settings.Pretrain(seed=3)
 
 
+def test_model_options_reach_the_pretrained_model():
+    """--deepnorm / --no-embedding-layernorm / --weight-init: flags -> settings.Model -> the model `raft
+    pretrain` builds, its config (so the saved folder) included; without them, stock BERT."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from raft.train.pretrain import build_model
+
+    parser = argparse.ArgumentParser()
+    settings.add_flags(parser, settings.Model)
+    data = SimpleNamespace(tokenizer=[None] * 40, pad_id=0)
+    for argv, expected in ((["--deepnorm", "--no-embedding-layernorm", "--weight-init", "authors"],
+                            (True, False, "authors")), ([], (False, True, "bert"))):
+        args = parser.parse_args(argv + ["--num-layers", "1", "--max-position-embeddings", "16"])
+        model = settings.from_args(settings.Model, args)
+        assert (model.deepnorm, model.embedding_layernorm, model.weight_init) == expected
+        config, net = build_model("raft", model, settings.Rational(), data, torch.device("cpu"))
+        assert (config.deepnorm, config.embedding_layernorm, config.weight_init) == expected
+        assert (type(net.bert.embeddings.LayerNorm).__name__ == "Identity") == (not expected[1])
+        assert (type(net.bert.encoder.layer[0].output).__name__ == "DeepNormOutput") == expected[0]
+
+
 def test_identity_marks():
     assert "save_steps" not in settings.identity(settings.Pretrain())
     assert settings.identity(settings.Pretrain())["lr"] == 7e-4

@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 import yaml
-from raft import checks, study
+from raft import checks, settings, study
 from raft.config import validate
 from raft.study import ConfigError, preflight
 from test_workflow import CONFIG, REPO, merged_config
@@ -91,8 +91,36 @@ def test_paper_pretraining_settings(paper):
     assert not any(k.startswith("rational_") for k in bert)
 
 
+def test_authors_overlay_model_and_pretraining_settings():
+    """config/paper_authors.yaml: the authors' BERT variant for both variants, fp16 pretraining;
+    paper.yaml alone: stock BERT."""
+    cfg = config_of(PAPER, CONFIG / "paper_authors.yaml")
+    for variant in ("bert", "raft"):
+        got = study.values(study.pretrain_settings(cfg, variant))
+        assert (got["deepnorm"], got["embedding_layernorm"], got["weight_init"], got["precision"]) == (
+            True, False, "authors", "fp16")
+        line = study.cli_args(got)
+        assert "--deepnorm " in line and "--no-embedding-layernorm " in line and "--weight-init authors " in line
+        stock = study.cli_args(study.values(study.pretrain_settings(config_of(PAPER), variant)))
+        assert "deepnorm" not in stock and "embedding-layernorm" not in stock and "--weight-init bert " in stock
+    assert flags(cfg, "squad", "squad", "raft", 100)["lowercase"] is False
+    assert "--no-lowercase" in study.cli_args(flags(cfg, "squad", "squad", "bert", "full"))
+    assert "lowercase" not in study.cli_args(flags(config_of(PAPER), "squad", "squad", "bert", "full"))
+    assert flags(cfg, "glue", "rte", "raft", 100)["precision"] == "fp32"  # fine-tuning stays fp32
+
+
+def test_cli_args_writes_a_boolean_only_off_its_default():
+    """False is left off (the default of most flags), True too for a setting that defaults to True
+    (`settings.true_by_default`), whose false is --no-x."""
+    assert study.cli_args({"compile": True, "deepnorm": False, "embedding_layernorm": True, "lr": 0.1}) == (
+        "--compile --lr 0.1")
+    assert study.cli_args({"compile": False, "embedding_layernorm": False, "lowercase": False}) == (
+        "--no-embedding-layernorm --no-lowercase")
+    assert settings.true_by_default() == {"embedding_layernorm", "lowercase"}
+
+
 def test_authors_squad_windows_per_variant():
-    cfg = config_of(PAPER, CONFIG / "paper_authors_squad.yaml")
+    cfg = config_of(PAPER, CONFIG / "paper_authors.yaml")
     got = {(v, n): (f["max_seq_length"], f["doc_stride"])
            for v in ("bert", "raft") for n in (100, "full") for f in [flags(cfg, "squad", "squad", v, n)]}
     assert got == {("bert", 100): (128, 0), ("raft", 100): (128, 0),

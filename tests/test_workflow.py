@@ -320,7 +320,7 @@ def test_schema_defaults_fill_a_minimal_config():
     # every shipped config validates
     for name in ("config.yaml", "smoke.yaml", "paper.yaml"):
         Validator(schema).validate(merged_config(*([CONFIG / name] if name != "config.yaml" else [])))
-    for overlay in ("paper_rehearsal.yaml", "paper_authors_squad.yaml"):
+    for overlay in ("paper_rehearsal.yaml", "paper_authors.yaml"):
         Validator(schema).validate(merged_config(CONFIG / "paper.yaml", CONFIG / overlay))
 
 

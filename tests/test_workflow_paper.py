@@ -15,7 +15,7 @@ from test_workflow import CONFIG, dry_run, expected_outputs, merged_config, outp
 
 PAPER = CONFIG / "paper.yaml"
 REHEARSAL = CONFIG / "paper_rehearsal.yaml"
-AUTHORS_SQUAD = CONFIG / "paper_authors_squad.yaml"
+AUTHORS = CONFIG / "paper_authors.yaml"
 TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
 
 
@@ -93,15 +93,25 @@ def test_paper_command_lines_squad_and_pretrain(paper_dry_run):
         assert flag in raft, flag
 
 
-def test_authors_squad_windows_reach_the_commands(tmp_path):
-    proc = dry_run(tmp_path, "--configfile", PAPER, AUTHORS_SQUAD)
+def test_authors_overlay_reaches_the_commands(tmp_path):
+    """config/paper_authors.yaml validates on top of paper.yaml; its model options and fp16 reach
+    both pretraining commands, its SQuAD windows and cased text every SQuAD run."""
+    proc = dry_run(tmp_path, "--configfile", PAPER, AUTHORS)
     assert proc.returncode == 0, output_of(proc)
+    for variant in ("bert", "raft"):
+        line = the(commands(proc.stdout, "pretrain"), f"--variant {variant}")
+        for flag in ("--deepnorm", "--no-embedding-layernorm", "--weight-init authors", "--precision fp16",
+                     "--max-steps 23000"):
+            assert flag in line, (flag, line)
     squad = commands(proc.stdout, "finetune-squad")
+    assert all("--no-lowercase" in line and "--precision fp32" in line for line in squad)
     bert_full = the(squad, "--seed 49", "results/squad/bert/nfull/seed49/metrics.json")
     raft_full = the(squad, "--seed 49", "results/squad/raft/nfull/seed49/metrics.json")
     low = the(squad, "--seed 49", "results/squad/bert/n100/seed49/metrics.json")
     for line, window, stride in ((bert_full, 384, 240), (raft_full, 128, 0), (low, 128, 0)):
         assert f"--max-seq-length {window} " in line and f"--doc-stride {stride} " in line, line
+    assert not any("lowercase" in line or "embedding-layernorm" in line or "deepnorm" in line
+                   for line in commands(proc.stdout, "finetune-glue"))
 
 
 DAG_ERRORS = {

@@ -90,7 +90,7 @@ def open_session(settings, job: Job, adapter: Adapter, cache_dir) -> Session:
     config = load_config(job.pretrained, **adapter.config_overrides())
     positions = int(getattr(config, "max_position_embeddings", settings.max_seq_length))
     runtime.check(checks.check_max_seq_length, settings.max_seq_length, positions)
-    tokenizer = load_tokenizer(job.pretrained)
+    tokenizer = load_tokenizer(job.pretrained, lowercase=getattr(settings, "lowercase", True))
     weights, pretrained_id = load_weights(job.pretrained)
     session = Session(settings=settings, adapter=adapter, runtime=rt, pretrained_id=pretrained_id,
                       tokenizer=tokenizer, weights=weights, data=None, cache=TokenCache(cache_dir))
@@ -153,8 +153,10 @@ def load_weights(path) -> tuple[dict, str]:
     return weights, h.hexdigest()
 
 
-def load_tokenizer(path, flag: str = "--pretrained", writer: str = "`raft pretrain`"):
-    """The fast tokenizer saved next to a model (``writer`` saves one); errors name ``flag``."""
+def load_tokenizer(path, flag: str = "--pretrained", writer: str = "`raft pretrain`", lowercase: bool = True):
+    """The fast tokenizer saved next to a model (``writer`` saves one); errors name ``flag``.
+    ``lowercase=False`` (SQuAD's ``--no-lowercase``) loads it without lower-casing (and so without
+    accent stripping), as a slow BERT tokenizer with ``do_lower_case=False``."""
     from transformers import AutoTokenizer
 
     path = Path(path)
@@ -164,7 +166,7 @@ def load_tokenizer(path, flag: str = "--pretrained", writer: str = "`raft pretra
             f"{writer} saves it next to the model"
         )
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, **({} if lowercase else {"do_lower_case": False}))
     except Exception as exc:  # broken or unknown tokenizer files
         raise UsageError(f"{flag}: cannot load the tokenizer in {str(path)!r}: {exc}") from exc
     if not getattr(tok, "is_fast", False):

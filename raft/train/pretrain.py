@@ -266,6 +266,7 @@ def build_model(variant: str, model: Model, rational: Rational, data: Data, devi
         num_attention_heads=model.num_heads, intermediate_size=model.intermediate_size,
         max_position_embeddings=model.max_position_embeddings, hidden_dropout_prob=model.dropout,
         attention_probs_dropout_prob=model.dropout, pad_token_id=data.pad_id,
+        deepnorm=model.deepnorm, embedding_layernorm=model.embedding_layernorm, weight_init=model.weight_init,
     )
     return config, RaftForMaskedLM(config).to(device).train()
 
