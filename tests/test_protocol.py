@@ -214,6 +214,7 @@ class Job:
     seeds: tuple
     flags: dict         # setting -> the value as its command line writes it (None: left off)
     keys: dict          # setting -> the config key it came from
+    searched: dict = None  # setting -> the values a search runs (raft.study.search_grid); None: none
 
     @property
     def kind(self) -> str | None:
@@ -257,7 +258,9 @@ def job_list(*overlays) -> list[Job]:
             flags = _read_back(s)
             flags["mode"] = study.mode(cfg, name, variant)
             keys = {k: key for k, (_, key) in s.items()} | {"mode": f"{study.section_of(name)}.mode"}
-            jobs.append(Job(name, task, variant, n, tuple(seeds), flags, keys))
+            grid = study.search_grid(cfg, name, task, variant, n)  # one job per candidate in the workflow
+            searched = {k: sorted({c[k] for c in grid}) for k in grid[0]}
+            jobs.append(Job(name, task, variant, n, tuple(seeds), flags, keys, searched))
     return jobs
 
 
@@ -298,7 +301,11 @@ def protocol_violations(jobs: list[Job]) -> list[str]:
             if dep is not None and _same(got, dep[0]):
                 continue
             ours = f"; our recorded departure: {dep[0]}, {dep[1]}" if dep else ""
-            if row.want == NO_EARLY_STOP:
+            if row.flag in (job.searched or {}):  # a search: the authors' value must be a candidate
+                if not any(_same(v, row.want) for v in job.searched[row.flag]):
+                    out.append(f"{job}: {key} searches {job.searched[row.flag]}, without the authors' "
+                               f"{row.want} ({row.source})")
+            elif row.want == NO_EARLY_STOP:
                 if int(got) < int(job.flags["epochs"]):
                     out.append(f"{job}: {key} = {got} < epochs {job.flags['epochs']} "
                                f"(authors: no early stopping; {row.source})")

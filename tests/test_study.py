@@ -47,9 +47,9 @@ def test_paper_glue_settings_as_the_authors(paper):
     low = flags(paper, "glue", "rte", "raft", 100)
     assert (low["epochs"], low["patience"], low["lr"], low["batch_size"]) == (20, 10, 5e-5, 32)
     assert (low["weight_decay"], low["adam_eps"], low["precision"]) == (0.1, 1e-6, "fp32")
-    low_lr = {t: flags(paper, "glue", t, "raft", 100)["rational_lr"] for t in paper["glue"]["tasks"]}
-    assert low_lr == {"cola": 5e-3, "sst2": 1e-3, "mrpc": 1e-3, "stsb": 5e-3, "qqp": 5e-3, "mnli": 5e-3,
-                      "qnli": 1e-3, "rte": 1e-3}
+    for t in paper["glue"]["tasks"]:  # the low-data RAF lr: searched over the paper's grid
+        assert study.search_grid(paper, "glue", t, "raft", 100) == [{"rational_lr": v} for v in (5e-4, 1e-3, 5e-3)]
+        assert study.search_grid(paper, "glue", t, "bert", 100) == [{}]
     full_lr = {t: flags(paper, "glue", t, "raft", "full")["rational_lr"] for t in paper["glue"]["tasks"]}
     assert full_lr == {"cola": 5e-4, "sst2": 1e-3, "mrpc": 1e-4, "stsb": 1e-3, "qqp": 5e-4, "mnli": 5e-4,
                        "qnli": 1e-4, "rte": 5e-4}
@@ -229,8 +229,8 @@ def test_fine_tuning_families_of_the_paper(paper):
     seed; MNLI and SQuAD full-data runs (zero-shot sources) keep their weights."""
     families = {f["name"]: f for f in study.finetune_families(paper)}
     assert sorted(families) == ["finetune_glue", "finetune_glue_efficient", "finetune_glue_efficient_full",
-                                "finetune_glue_full", "finetune_glue_full_kept", "finetune_squad",
-                                "finetune_squad_full_kept"]
+                                "finetune_glue_full", "finetune_glue_full_kept", "finetune_glue_search",
+                                "finetune_squad", "finetune_squad_full_kept"]
     assert families["finetune_glue"]["seeds"] == paper["glue"]["low_data"]["seeds"]
     assert "seeds" not in families["finetune_glue_full"] and families["finetune_glue_full"]["n"] == "full"
     assert families["finetune_glue_full_kept"]["tasks"] == ["mnli"] and families["finetune_glue_full_kept"]["keep"]

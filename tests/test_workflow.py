@@ -189,7 +189,8 @@ def test_dry_run_paper_is_fast_and_complete(tmp_path):
     # MNLI's keeping its weights (zero-shot source); glue_efficient: 8 tasks x 2 variants x
     # N=100, 10 seeds each, + a job per full-data seed (6); squad: the same seeds, full-data
     # weights kept
-    assert counts["finetune_glue"] == 8 * 2 * 3
+    # RAFT's low-data RAF lr searched over 3 values: a job per candidate (finetune_glue_search)
+    assert counts["finetune_glue"] == 8 * 3 and counts["finetune_glue_search"] == 8 * 3 * 3
     assert counts["finetune_glue_full"] == 7 * 2 * 6 and counts["finetune_glue_full_kept"] == 2 * 6
     assert counts["finetune_glue_efficient"] == 8 * 2
     assert counts["finetune_glue_efficient_full"] == 8 * 2 * 6

@@ -4,6 +4,7 @@ which shrinks only the model, steps, epochs, seeds, corpus and test sets."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -49,11 +50,12 @@ def paper_dry_run(tmp_path_factory):
 
 def test_paper_command_lines_glue(paper_dry_run):
     glue = commands(paper_dry_run, "finetune-glue")
-    assert len(glue) == 8 * 2 * (3 * 10 + 6) + 8 * 2 * (10 + 6)
-    rational_lr = {"cola": "0.005", "sst2": "0.001", "mrpc": "0.001", "stsb": "0.005", "qqp": "0.005",
-                   "mnli": "0.005", "qnli": "0.001", "rte": "0.001"}
-    for task, lr in rational_lr.items():
-        line = the(glue, f"--task {task}", "--n 300", "--seed 53", "results/glue/" + task + "/raft/n300/seed53/metrics.json")
+    # bert 3 N x 10 seeds, raft 3 N x 10 seeds x 3 RAF lrs searched, 6 full-data seeds each; efficient
+    assert len(glue) == 8 * (3 * 10 + 6) + 8 * (3 * 10 * 3 + 6) + 8 * 2 * (10 + 6)
+    tasks, candidates = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"), ("0.0005", "0.001", "0.005")
+    for task, lr in itertools.product(tasks, candidates):
+        line = the(glue, f"--task {task}", "--n 300", "--seed 53",
+                   f"results/glue/{task}/raft/n300/rational_lr={lr}/seed53/metrics.json")
         assert f"--rational-lr {lr} " in line
         for flag in ("--epochs 20", "--patience 10", "--lr 5e-05", "--weight-decay 0.1", "--batch-size 32",
                      "--max-seq-length 128", "--adam-eps 1e-06", "--precision fp32", "--mode full"):
