@@ -65,9 +65,9 @@ from transformers import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
 )
-from transformers.models.bert.modeling_bert import BertOutput, BertSelfOutput
 
 from raft.checks import POOLER, parse_layer_spec
+from raft.hub_modeling import DeepNormOutput, DeepNormSelfOutput  # defined once, in the file `raft export` ships
 from raft.rational import Rational, init_coefficients
 
 VARIANTS = ("bert", "raft")
@@ -162,26 +162,6 @@ def _init_spec(config: RaftConfig):
 
 def _new_rational(config: RaftConfig) -> Rational:
     return Rational(degrees=tuple(config.rational_degrees), init=_init_spec(config))
-
-
-class DeepNormSelfOutput(BertSelfOutput):
-    """`BertSelfOutput` with DeepNorm's residual: LayerNorm(dropout(dense(h)) + alpha * x)."""
-
-    alpha: float = 1.0
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(self.dense(hidden_states))
-        return self.LayerNorm(hidden_states + self.alpha * input_tensor)
-
-
-class DeepNormOutput(BertOutput):
-    """`BertOutput` (the FFN's second matrix) with DeepNorm's residual, as `DeepNormSelfOutput`."""
-
-    alpha: float = 1.0
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(self.dense(hidden_states))
-        return self.LayerNorm(hidden_states + self.alpha * input_tensor)
 
 
 def _install_architecture(model: nn.Module, config: RaftConfig) -> None:

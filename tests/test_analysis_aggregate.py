@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_analysis_synthetic import (
-    ZEROSHOT_SEEDS,
     glue_test_metrics,
     make_results,
     rafs,
