@@ -428,6 +428,31 @@ def test_zeroshot_display_marks_the_substitute(tmp_path):
     assert findings.triviaqa_scoring_findings(empty, agg.study_tables(tmp_path / "none", "zeroshot")[0]) == ""
 
 
+def test_zeroshot_window_other_than_the_fine_tuning_runs_is_marked(tmp_path):
+    """RAFT's TriviaQA records scored at 384 after fine-tuning at 128 (config/paper_authors.yaml):
+    the column (all runs of a row from their source's window, else false), ∥ and a caveat."""
+    from raft.analysis import findings, report
+
+    results = zeroshot_tree(tmp_path / "results", substitute=False)
+    _, long, summary = report.load_zeroshot(results)
+    assert summary["window_from_source"].all() and not report.window_differs(summary)  # absent in the record = true
+    assert "∥" not in "".join(report.format_zeroshot_table(summary)[0]["task"]) + findings.zeroshot_findings(summary)
+    for path in sorted((results / "zeroshot/triviaqa/raft").glob("seed*/metrics.json")):
+        m = json.loads(path.read_text())
+        m.update(window_from_source=False, data_notes=["scored with 384-token windows; fine-tuned with 128"])
+        path.write_text(json.dumps(m))
+    _, long, summary = report.load_zeroshot(results)
+    tqa = summary["task"] == "triviaqa"
+    assert not summary[tqa]["window_from_source"].any() and summary[~tqa]["window_from_source"].all()
+    assert not long[(long["task"] == "triviaqa") & (long["variant"] == "raft")]["window_from_source"].any()
+    table, foot = report.format_zeroshot_table(summary)
+    assert list(table["task"])[:2] == ["SNLI†", "TriviaQA∥"]
+    assert any(f.startswith("∥ scored with other windows than the model was fine-tuned with") for f in foot)
+    text = findings.zeroshot_findings(summary)
+    assert "**TriviaQA∥** (models fine-tuned on SQuAD v1.1" in text
+    assert "TriviaQA∥: some models were scored with other windows than they were fine-tuned with" in text
+
+
 def test_zeroshot_triviaqa_record_before_the_three_scores_is_read_as_hasans(tmp_path):
     """A TriviaQA record holding only ``test`` (its SQuAD EM/F1 of the pairs with an alias) is
     never taken for TriviaQA's own score."""

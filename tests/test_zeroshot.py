@@ -173,9 +173,46 @@ def test_triviaqa_hub_substitute_and_test_cap(models, tmp_path, monkeypatch):
     assert any(n.startswith("TriviaQA: SUBSTITUTE") for n in m["data_notes"])
 
 
+def test_triviaqa_window_override(models, data_root, tmp_path):
+    """A window other than the fine-tuning run's only with --override-window (the authors scored
+    TriviaQA at 384 whatever the model was fine-tuned with); the record says so."""
+    rc, m = zeroshot(tmp_path, models["squad"], "triviaqa", data_root, "--source-metrics", str(models["squad_metrics"]),
+                     "--max-seq-length", "128", "--doc-stride", "32", "--override-window", "--eval-batch-size", "4")
+    assert rc == 0
+    assert m["window_from_source"] is False
+    assert "scored with 128-token windows; fine-tuned with 64 (--override-window)" in m["data_notes"]
+    assert "scored with doc_stride 32; fine-tuned with 16 (--override-window)" in m["data_notes"]
+    hp = m["hyperparameters"]
+    assert (hp["max_seq_length"], hp["doc_stride"]) == (128, 32)
+    assert hp["from_source_metrics"] == ["max_query_length", "max_answer_length", "n_best"]
+    assert m["partial_data"] is False  # the data is whole; the window note is a caveat of its own
+    # the opt-in alone (or flags equal to the record's) changes nothing
+    rc, m = zeroshot(tmp_path, models["squad"], "triviaqa", data_root, "--source-metrics", str(models["squad_metrics"]),
+                     "--max-seq-length", "64", "--override-window", "--max-test-examples", "1", name="same")
+    assert rc == 0 and m["window_from_source"] is True and not any("override" in n for n in m["data_notes"])
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--max-seq-length", "128"], ("--max-seq-length 128 contradicts the fine-tuning run's max_seq_length 64 "
+                                   "(--source-metrics {metrics}); evaluate with the fine-tuning windows or pass "
+                                   "--override-window")),
+    (["--doc-stride", "8"], "--doc-stride 8 contradicts the fine-tuning run's doc_stride 16"),
+    (["--n-best", "3", "--override-window"], "--n-best 3 contradicts the fine-tuning run's n_best 5"),
+    (["--max-seq-length", "1024", "--override-window"], ("--max-seq-length 1024 exceeds the pretrained model's "
+                                                         "512 position embeddings")),
+])
+def test_triviaqa_window_refused(models, data_root, tmp_path, capsys, extra, expected):
+    rc, _ = zeroshot(tmp_path, models["squad"], "triviaqa", data_root, "--source-metrics", str(models["squad_metrics"]),
+                     *extra)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raft zeroshot: error: ") and expected.format(metrics=models["squad_metrics"]) in err
+
+
 @pytest.mark.parametrize("case,expected", [
     ("squad model on snli", "was fine-tuned on 'squad', not 'mnli'"),
     ("stride for snli", "--doc-stride applies to --target triviaqa only"),
+    ("override for snli", "--override-window applies to --target triviaqa only"),
     ("window contradicts", "--max-seq-length 32 contradicts the fine-tuning run's max_seq_length 64"),
     ("wrong source", "a 'squad' run; --target snli needs a mnli run"),
     ("no seed", "give --source-metrics"),
@@ -188,6 +225,8 @@ def test_usage_errors(models, data_root, tmp_path, capsys, monkeypatch, case, ex
         model = models["squad"]
     elif case == "stride for snli":
         extra += ["--doc-stride", "16"]
+    elif case == "override for snli":
+        extra += ["--override-window"]
     elif case == "window contradicts":
         extra += ["--max-seq-length", "32"]
     elif case == "wrong source":

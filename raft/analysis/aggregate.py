@@ -26,7 +26,9 @@ and writes, in ``--output`` (default ``<results>/tables``):
   (``task`` = the target, snli / triviaqa), each followed by ``ZEROSHOT_COLUMNS``:
   ``source_task`` (mnli / squad) and ``substitute`` (true when the run, or for a summary row some
   run of the row, scored the Hub's rc.web TriviaQA dev set instead of the verified web dev set:
-  metrics.json ``substitute``). Written with these headers also when there are no zero-shot runs.
+  metrics.json ``substitute``) and ``window_from_source`` (false when the run, or for a summary row
+  some run of the row, was scored with another window than its fine-tuning run's: metrics.json
+  ``window_from_source``, absent = true). Written with these headers also when there are no zero-shot runs.
   TriviaQA has three eval sets, one per score of the same predictions (`raft.data.triviaqa`):
   ``triviaqa`` (TriviaQA's own EM/F1, the headline: ``ZEROSHOT_HEADLINE``), ``all_pairs`` and
   ``has_ans``; a TriviaQA record written before them holds only ``test``, the HasAns score, and
@@ -105,7 +107,7 @@ STUDIES = {
 # a search's selection (`select_candidates`): per cell and candidate, the dev scores over seeds
 SELECTION_COLUMNS = ["task", "n", "variant", "mode", "candidate", "dev_mean", "dev_std", "n_seeds", "chosen"]
 # run-level columns of the zero-shot tables, after LONG_COLUMNS / SUMMARY_COLUMNS (see the docstring)
-ZEROSHOT_COLUMNS = ["source_task", "substitute"]
+ZEROSHOT_COLUMNS = ["source_task", "substitute", "window_from_source"]
 # target -> the eval set of its headline score (TriviaQA: its own EM/F1, not the SQuAD-style ones)
 ZEROSHOT_HEADLINE = {"snli": "test", "triviaqa": triviaqa.HEADLINE}
 
@@ -371,6 +373,7 @@ def load_runs(results: str | os.PathLike = "results", study: str = "glue",
             "sizes": m.get("sizes") if isinstance(m.get("sizes"), dict) else {},
             "source_task": str(m.get("source_task", "")),
             "substitute": bool(m.get("substitute", False)),
+            "window_from_source": bool(m.get("window_from_source", True)),
         })
     df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, *extra, "test", "rationals", "hyperparameters", "sizes"])
     df[SETTINGS_COLUMN] = settings_labels(df)
@@ -651,9 +654,9 @@ def study_tables(results: str | os.PathLike, study: str,
 
 def zeroshot_columns(runs: pd.DataFrame, long: pd.DataFrame,
                      summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``source_task`` and ``substitute`` after ``LONG_COLUMNS`` / ``SUMMARY_COLUMNS`` (before
-    the optional columns): per run in the long table; per summary row, the row's task x N (its
-    source tasks joined, substitute when any of its runs is)."""
+    """``ZEROSHOT_COLUMNS`` after ``LONG_COLUMNS`` / ``SUMMARY_COLUMNS`` (before the optional
+    columns): per run in the long table; per summary row, the row's task x N (its source tasks
+    joined, substitute when any of its runs is, window_from_source when all of its runs are)."""
     by_file = runs.set_index("source_file") if len(runs) else None
     long = long.copy()
     for c in ZEROSHOT_COLUMNS:
@@ -663,6 +666,7 @@ def zeroshot_columns(runs: pd.DataFrame, long: pd.DataFrame,
     keys = list(zip(summary["task"], summary["n"]))
     summary["source_task"] = [_join_unique(groups[k]["source_task"]) for k in keys]
     summary["substitute"] = [bool(groups[k]["substitute"].astype(bool).any()) for k in keys]
+    summary["window_from_source"] = [bool(groups[k]["window_from_source"].astype(bool).all()) for k in keys]
 
     def order(df, base, optional):
         return df[base + ZEROSHOT_COLUMNS + [c for c in optional if c in df.columns]]

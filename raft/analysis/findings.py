@@ -443,8 +443,14 @@ ZEROSHOT_METRICS = {"snli": ["acc"], "triviaqa": ["EM", "F1"]}  # the metrics th
 def zeroshot_findings(summary: pd.DataFrame) -> str:
     """A short paragraph on the zero-shot transfer: per target and N the headline comparison
     (the target's headline eval set, `aggregate.ZEROSHOT_HEADLINE`: TriviaQA's own EM/F1), then
-    the caveats (substitute test set, partial data, few seeds)."""
-    from raft.analysis.report import SUBSTITUTE_MARK, ZEROSHOT_DISPLAY, substitute_mark
+    the caveats (substitute test set, windows other than the fine-tuning run's, partial data, few seeds)."""
+    from raft.analysis.report import (
+        SUBSTITUTE_MARK,
+        WINDOW_MARK,
+        ZEROSHOT_DISPLAY,
+        substitute_mark,
+        window_differs,
+    )
 
     if summary.empty:
         return ("**Findings.** No zero-shot results were found under the results directory yet "
@@ -473,6 +479,10 @@ def zeroshot_findings(summary: pd.DataFrame) -> str:
     if summary["substitute"].astype(bool).any():
         caveats.append(f"TriviaQA{SUBSTITUTE_MARK} was scored on the Hub's rc.web dev set, a substitute for the "
                        "paper's verified web dev set: its numbers are not comparable with the paper's")
+    if window_differs(summary):
+        caveats.append(f"TriviaQA{WINDOW_MARK}: some models were scored with other windows than they were fine-tuned "
+                       "with (e.g. 384 tokens after fine-tuning at 128, as the authors did; the records' data_notes "
+                       "name both): a difference between the variants may come from the window too")
     if partial:
         caveats.append(f"{', '.join(sorted(partial))}: partial data (e.g. models fine-tuned on a local "
                        "subset, or capped test sets; see the footnotes): not comparable with the paper's numbers")

@@ -562,6 +562,10 @@ SUBSTITUTE_MARK = "¶"  # scored on a stand-in for the paper's test set (metrics
 SUBSTITUTE_MEANING = ("scored on the Hub's TriviaQA rc.web dev set (every web dev question with every evidence "
                       "document) because the verified web dev set the paper used was not available "
                       "(metrics.json `substitute`): not comparable with the paper's number.")
+WINDOW_MARK = "∥"  # scored with another window than the fine-tuning run's (metrics.json `window_from_source`)
+WINDOW_MEANING = ("scored with other windows than the model was fine-tuned with (`zeroshot.triviaqa_window`, "
+                  "`raft zeroshot --override-window`; metrics.json `window_from_source: false`, its `data_notes` "
+                  "name both windows), as the authors did for TriviaQA.")
 # each target is shown like the study of its fine-tuning task: SNLI accuracy x 100 (GLUE), TriviaQA EM/F1 (SQuAD)
 ZEROSHOT_DISPLAY = {"snli": "glue", "triviaqa": "squad"}
 ZEROSHOT_SCALES = ("SNLI accuracy × 100; TriviaQA EM / F1 in percent, three scores of the same predictions "
@@ -579,12 +583,20 @@ def load_zeroshot(results_dir):
 
 
 def substitute_mark(row) -> str:
-    return SUBSTITUTE_MARK if bool(getattr(row, "substitute", False)) else ""
+    """¶ on a substitute row, ∥ on a row scored with another window than the fine-tuning run's."""
+    window = "" if bool(getattr(row, "window_from_source", True)) else WINDOW_MARK
+    return (SUBSTITUTE_MARK if bool(getattr(row, "substitute", False)) else "") + window
+
+
+def window_differs(summary: pd.DataFrame) -> bool:
+    """Some row was scored with another window than its fine-tuning run's (older tables: none)."""
+    return "window_from_source" in summary and not summary["window_from_source"].astype(bool).all()
 
 
 def format_zeroshot_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """One string table over the targets and N (`format_table` per target, with its source
-    study's scale and metrics), a "fine-tuned on" column, and ¶ on substitute rows; footnotes."""
+    study's scale and metrics), a "fine-tuned on" column, ¶ on substitute rows and ∥ on rows scored
+    with another window than the fine-tuning run's; footnotes."""
     tables, foot = [], []
     for target, study in ZEROSHOT_DISPLAY.items():
         d = summary[summary["task"] == target]
@@ -596,6 +608,8 @@ def format_zeroshot_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str
             table.insert(2, "N", str(n))
             tables.append(table)
             foot += [x for x in notes if x not in foot]
+    if window_differs(summary):
+        foot.insert(0, f"{WINDOW_MARK} {WINDOW_MEANING}")
     if summary["substitute"].astype(bool).any():
         foot.insert(0, f"{SUBSTITUTE_MARK} {SUBSTITUTE_MEANING}")
     table = pd.concat(tables, ignore_index=True).fillna("") if tables else pd.DataFrame()

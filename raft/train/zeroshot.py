@@ -23,7 +23,11 @@ Settings: the evaluation uses the windows the model was fine-tuned with. ``--sou
 (the fine-tuning run's metrics.json) supplies them (its ``hyperparameters``: ``max_seq_length``;
 for TriviaQA also ``doc_stride``, ``max_query_length``, ``max_answer_length``, ``n_best``) and
 the run's identity (task, variant, N, seed, mode, training data); a flag that contradicts the
-record is an error. Without the record, the flags or the fine-tuning commands' defaults apply.
+record is an error, except TriviaQA's window (``--max-seq-length``, ``--doc-stride``) with
+``--override-window`` (the authors scored TriviaQA with 384-token windows whatever the fine-tuning
+run's: config ``zeroshot.triviaqa_window``): the record then says ``window_from_source: false``
+and a ``data_notes`` line names both windows. Without the record, the flags or the fine-tuning
+commands' defaults apply.
 ``--eval-batch-size`` (default: the record's, else 128) and ``--precision`` (default auto) are free.
 
 Writes one metrics.json (docs/architecture.md, "Result files":
@@ -53,6 +57,7 @@ from raft.train.runtime import UsageError
 log = logging.getLogger("raft.zeroshot")
 PROG = "raft zeroshot"
 QA_FIELDS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best")
+WINDOW_FIELDS = ("max_seq_length", "doc_stride")  # what --override-window lets differ from the record
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -139,6 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         h.add_argument(settings_.flag(settings_.SquadFinetune, name), type=int, default=None,
                        help=fields[name].metadata["help"])
     h.add_argument("--precision", default=None, choices=checks.PRECISIONS, help=fields["precision"].metadata["help"])
+    h.add_argument("--override-window", action="store_true",
+                   help="TriviaQA: let --max-seq-length / --doc-stride differ from the --source-metrics run's "
+                        "(recorded: window_from_source false, and a data_notes line)")
 
 
 def main(args) -> int:
@@ -159,6 +167,7 @@ class Run:
     source: dict
     settings: Any
     from_source: list[str]
+    window_notes: list[str]
     runtime: runtime.Runtime
     t_start: float
     variant: str = "bert"
@@ -174,9 +183,9 @@ def run(args) -> int:
     target = TARGETS[args.target]
     output = finetune_setup.check_output_path(args.output)
     source = read_source_metrics(args.source_metrics)
-    settings, from_source = resolve_settings(args, target, source.get("hyperparameters") or {})
+    settings, from_source, overrides = resolve_settings(args, target, source.get("hyperparameters") or {})
     rt = runtime.Runtime.create(runtime.select_device(args.device), settings.precision)
-    state = Run(target, args, source, settings, from_source, rt, time.perf_counter())
+    state = Run(target, args, source, settings, from_source, overrides, rt, time.perf_counter())
     model, tokenizer = load_model(args.model, target), finetune_setup.load_tokenizer(args.model, "--model", "`raft finetune-* --save-model`")
     state.variant = getattr(model.config, "raft_variant", "bert")
     state.identity = source_identity(args, source, target, state.variant)
@@ -214,12 +223,17 @@ def read_source_metrics(path) -> dict:
     return obj
 
 
-def resolve_settings(args, target: Target, recorded: dict) -> tuple[Any, list[str]]:
+def resolve_settings(args, target: Target, recorded: dict) -> tuple[Any, list[str], list[str]]:
     """The evaluation settings: flag, else the fine-tuning record's value, else the default; a
-    flag contradicting the record, or a QA flag for SNLI, is a `UsageError`. Also returns the
-    names taken from the record."""
+    flag contradicting the record, or a QA flag for SNLI, is a `UsageError` -- except a window
+    flag (`WINDOW_FIELDS`) with ``--override-window``. Also returns the names taken from the
+    record and a note per overridden window setting (the record's ``data_notes``)."""
     values: dict[str, Any] = {}
     taken: list[str] = []
+    overridden: dict[str, tuple[int, int]] = {}
+    override = bool(getattr(args, "override_window", False))
+    if override and target.name != "triviaqa":
+        raise UsageError("--override-window applies to --target triviaqa only")
     for name in QA_FIELDS:
         given, flag = getattr(args, name), settings_.flag(target.settings_cls, name)
         if name not in target.fields:
@@ -228,8 +242,12 @@ def resolve_settings(args, target: Target, recorded: dict) -> tuple[Any, list[st
             continue
         old = recorded.get(name)
         if given is not None and old is not None and int(given) != int(old):
-            raise UsageError(f"{flag} {given} contradicts the fine-tuning run's {name} {old} "
-                             f"(--source-metrics {args.source_metrics}); evaluate with the fine-tuning windows")
+            if not (override and name in WINDOW_FIELDS):
+                hint = " or pass --override-window" if name in WINDOW_FIELDS else ""
+                raise UsageError(f"{flag} {given} contradicts the fine-tuning run's {name} {old} "
+                                 f"(--source-metrics {args.source_metrics}); evaluate with the fine-tuning "
+                                 f"windows{hint}")
+            overridden[name] = (int(given), int(old))
         value = given if given is not None else old
         if value is not None:
             values[name] = int(value)
@@ -244,7 +262,19 @@ def resolve_settings(args, target: Target, recorded: dict) -> tuple[Any, list[st
         from raft.train.finetune_squad import SquadAdapter
 
         SquadAdapter().check(settings)
-    return settings, taken
+    return settings, taken, window_notes(overridden)
+
+
+def window_notes(overridden: dict[str, tuple[int, int]]) -> list[str]:
+    """``{name: (used, fine-tuned)}`` -> the record's ``data_notes`` lines (none when empty)."""
+    notes = []
+    if "max_seq_length" in overridden:
+        used, old = overridden["max_seq_length"]
+        notes.append(f"scored with {used}-token windows; fine-tuned with {old} (--override-window)")
+    if "doc_stride" in overridden:
+        used, old = overridden["doc_stride"]
+        notes.append(f"scored with doc_stride {used}; fine-tuned with {old} (--override-window)")
+    return notes
 
 
 def source_identity(args, source: dict, target: Target, variant: str) -> dict:
@@ -312,7 +342,9 @@ def record(state: Run) -> dict:
         "sources": sources,
         "substitute": bool(data.substitute),
         "partial_data": state.cap_note is not None or ident["partial"],
-        "data_notes": [*data.data_notes, *([state.cap_note] if state.cap_note else []), *ident["notes"]],
+        "window_from_source": not state.window_notes,
+        "data_notes": [*data.data_notes, *([state.cap_note] if state.cap_note else []), *ident["notes"],
+                       *state.window_notes],
         "hyperparameters": hyperparameters(state),
         "wall_time_s": round(time.perf_counter() - state.t_start, 3),
         "device": state.runtime.describe(),
