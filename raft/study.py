@@ -173,6 +173,42 @@ def check_search(config: dict) -> None:
                                   f"{task} is not supported while zero-shot evaluation uses them (zeroshot)")
 
 
+def zeroshot_window(config: dict, variant: str) -> dict[str, tuple[object, str]]:
+    """{setting: (value, config key)} of ``zeroshot.triviaqa_window`` for one variant: the
+    TriviaQA windows set apart from the fine-tuning run's (``{}`` when null: the run's own). A
+    value is one number or per variant (``{bert: 384, raft: 384}``, or with a ``default``)."""
+    out = {}
+    for name, value in (config.get("zeroshot", {}).get("triviaqa_window") or {}).items():
+        key = f"zeroshot.triviaqa_window.{name}"
+        if isinstance(value, dict):
+            pick = variant if variant in value else "default"
+            if pick not in value:
+                raise ConfigError(f"invalid configuration value at '{key}': {value} has no value for {variant} "
+                                  "and no 'default'")
+            value, key = value[pick], f"{key}.{pick}"
+        out[name] = (value, key)
+    return out
+
+
+def zeroshot_args(config: dict, target: str, variant: str) -> str:
+    """Flags of `raft zeroshot` beyond the fine-tuning record: for TriviaQA with
+    ``zeroshot.triviaqa_window`` set, its window and ``--override-window``; else none."""
+    window = values(zeroshot_window(config, variant)) if target == "triviaqa" else {}
+    return cli_args({**window, "override_window": True}) if window else ""
+
+
+def check_zeroshot_window(config: dict) -> None:
+    """TriviaQA's window (``zeroshot.triviaqa_window`` over the full-data SQuAD run's) fits the
+    model's positions and leaves room after the question (after the fine-tuning checks: a fault
+    of the fine-tuning window is named as the fine-tuning job's)."""
+    for variant in config["variants"] if "triviaqa" in zeroshot_targets(config) else []:
+        s = {**finetune_settings(config, "squad", "squad", variant, "full"), **zeroshot_window(config, variant)}
+        job, v = f"job: zeroshot triviaqa {variant}", values(s)
+        positions = config["model"]["max_position_embeddings"] or config["corpus"]["seq_len"]
+        _apply(checks.check_max_seq_length, s, job, v["max_seq_length"], positions)
+        _apply(checks.check_squad_window, s, job, v["max_seq_length"], v["doc_stride"], v["max_query_length"])
+
+
 def check_zeroshot(config: dict) -> None:
     """A switched-on target needs full-data runs of its source task."""
     for target in zeroshot_targets(config):
@@ -438,3 +474,4 @@ def preflight(config: dict, data_dir: str | None) -> None:
     check_search(config)
     for study in STUDIES:
         check_finetuning(config, study, pool_size)
+    check_zeroshot_window(config)

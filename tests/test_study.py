@@ -109,6 +109,25 @@ def test_authors_overlay_model_and_pretraining_settings():
     assert flags(cfg, "glue", "rte", "raft", 100)["precision"] == "fp32"  # fine-tuning stays fp32
 
 
+def test_triviaqa_window_flags():
+    """zeroshot.triviaqa_window -> `raft zeroshot` flags with --override-window (TriviaQA only);
+    config/paper_authors.yaml: the authors' 384 for both models; null: nothing (the run's own)."""
+    cfg = config_of(PAPER, CONFIG / "paper_authors.yaml")
+    for variant in ("bert", "raft"):
+        assert study.zeroshot_args(cfg, "triviaqa", variant) == (
+            "--max-seq-length 384 --doc-stride 240 --override-window")
+        assert study.zeroshot_args(cfg, "snli", variant) == ""
+        assert study.zeroshot_args(config_of(PAPER), "triviaqa", variant) == ""
+    per_variant = config_of(PAPER, **{"zeroshot.triviaqa_window": {"max_seq_length": {"default": 384, "raft": 256}}})
+    assert study.zeroshot_window(per_variant, "raft") == {
+        "max_seq_length": (256, "zeroshot.triviaqa_window.max_seq_length.raft")}
+    assert study.zeroshot_args(per_variant, "triviaqa", "bert") == "--max-seq-length 384 --override-window"
+    with pytest.raises(ConfigError, match="zeroshot.triviaqa_window"):  # the schema: the two window keys, non-empty
+        config_of(PAPER, **{"zeroshot.triviaqa_window": {"max_query_length": 32}})
+    with pytest.raises(ConfigError, match="zeroshot.triviaqa_window"):
+        config_of(PAPER, **{"zeroshot.triviaqa_window": {}})
+
+
 def test_cli_args_writes_a_boolean_only_off_its_default():
     """False is left off (the default of most flags), True too for a setting that defaults to True
     (`settings.true_by_default`), whose false is --no-x."""
@@ -188,6 +207,16 @@ BAD = {
     "efficient_without_rafs": ({"rational.layers": "none"}, "glue.efficient", "needs a RAFT model"),
     "per_variant_without_default": ({"squad.max_seq_length": {"bert": 384}}, "squad.max_seq_length",
                                     "no value for raft"),
+    "zeroshot_window_vs_positions": ({"zeroshot.triviaqa_window": {"max_seq_length": 1024}},
+                                     "zeroshot.triviaqa_window.max_seq_length",
+                                     ("1024 exceeds the pretrained model's 512 position embeddings "
+                                      "(model.max_position_embeddings; by default the corpus sequence length) "
+                                      "(job: zeroshot triviaqa bert)")),
+    "zeroshot_stride_vs_window": ({"zeroshot.triviaqa_window": {"max_seq_length": {"bert": 384, "raft": 128}}},
+                                  "squad.doc_stride", ("128 must be smaller than the context part of a window, "
+                                                       "max_seq_length 128 - max_query_length 64 - 3 = 61")),
+    "zeroshot_stride_key": ({"zeroshot.triviaqa_window": {"max_seq_length": 128, "doc_stride": {"raft": 100}}},
+                            "zeroshot.triviaqa_window.doc_stride", "has no value for bert and no 'default'"),
 }
 
 

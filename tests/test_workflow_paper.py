@@ -95,11 +95,23 @@ def test_paper_command_lines_squad_and_pretrain(paper_dry_run):
         assert flag in raft, flag
 
 
-def test_authors_overlay_reaches_the_commands(tmp_path):
+def test_authors_overlay_reaches_the_commands(tmp_path, data_dir):
     """config/paper_authors.yaml validates on top of paper.yaml; its model options and fp16 reach
-    both pretraining commands, its SQuAD windows and cased text every SQuAD run."""
-    proc = dry_run(tmp_path, "--configfile", PAPER, AUTHORS)
+    both pretraining commands, its SQuAD windows and cased text every SQuAD run, its TriviaQA
+    window (384 for both models) every TriviaQA zero-shot run (with the zero-shot fixtures laid
+    next to the local data copy, so that both targets are scheduled)."""
+    from test_workflow_zeroshot import data_root
+
+    local = tmp_path / "local.yaml"
+    local.write_text(f"data_dir: {data_root(tmp_path, data_dir)}\n")
+    proc = dry_run(tmp_path, "--configfile", PAPER, AUTHORS, local, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, output_of(proc)
+    zeroshot = commands(proc.stdout, "zeroshot")
+    for variant in ("bert", "raft"):
+        line = the(zeroshot, "--target triviaqa", f"results/zeroshot/triviaqa/{variant}/seed49/metrics.json")
+        assert "--max-seq-length 384 --doc-stride 240 --override-window " in line, line
+        assert "--override-window" not in the(zeroshot, "--target snli",
+                                               f"results/zeroshot/snli/{variant}/seed49/metrics.json")
     for variant in ("bert", "raft"):
         line = the(commands(proc.stdout, "pretrain"), f"--variant {variant}")
         for flag in ("--deepnorm", "--no-embedding-layernorm", "--weight-init authors", "--precision fp16",
@@ -123,6 +135,9 @@ DAG_ERRORS = {
     "stride_vs_window": ("squad:\n  full_data:\n    doc_stride: {bert: 128, raft: 400}\n",
                          "'squad.full_data.doc_stride.raft': 400 must be smaller than the context part",
                          "(job: squad squad raft n=full)"),
+    "zeroshot_window_vs_positions": ("zeroshot:\n  triviaqa_window: {max_seq_length: 1024, doc_stride: 128}\n",
+                                     ("'zeroshot.triviaqa_window.max_seq_length': 1024 exceeds the pretrained "
+                                      "model's 512 position embeddings"), "(job: zeroshot triviaqa bert)"),
     "n_vs_pool": ("glue:\n  tasks: [rte, wnli]\nzeroshot:\n  snli: false\n",
                   "'glue.low_data.sizes': 1000 is larger than the wnli train pool (476 examples)",
                   "(job: glue wnli bert n=1000)"),

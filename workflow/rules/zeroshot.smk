@@ -26,8 +26,10 @@ rule zeroshot:
         runtime=runtime("zeroshot"),
     params:
         data_dir=data_dir_arg(),
+        # zeroshot.triviaqa_window: the window flags and --override-window (else nothing)
+        window=lambda w: study.zeroshot_args(config, w.target, w.variant),
     shell:
         "OMP_NUM_THREADS={threads} "
         "raft zeroshot --model {input.model} --target {wildcards.target} "
         "--source-metrics {input.metrics} --output {output} {params.data_dir} "
-        "--num-threads {threads} > {log} 2>&1"
+        "{params.window} --num-threads {threads} > {log} 2>&1"
