@@ -5,6 +5,7 @@ test_workflow_e2e.py and test_workflow_slurm.py."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from raft import study
+from raft.config import validate
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -83,6 +87,8 @@ def merged_config(*files: str | os.PathLike) -> dict:
 
 def expected_outputs(cfg: dict) -> list[str]:
     """Every file / folder a finished run of this (merged) config must have produced."""
+    cfg = copy.deepcopy(cfg)
+    validate(cfg, REPO / "workflow" / "schemas" / "config.schema.yaml")  # the schema's defaults, as the Snakefile
     variants = cfg.get("variants", ["bert", "raft"])
     glue, squad = cfg["glue"], cfg.get("squad", {})
     out = ["results/corpus/stats.json", "results/corpus/train", "results/corpus/tokenizer",
@@ -100,8 +106,10 @@ def expected_outputs(cfg: dict) -> list[str]:
     for task in glue["tasks"]:
         for v in variants:
             for n, s in settings(glue):  # a log per job: all seeds of a low-data N, one full-data seed
-                log = f"results/logs/glue/{task}/{v}/n{n}" + (f"/seed{s}.log" if n == "full" else ".log")
-                out += [f"results/glue/{task}/{v}/n{n}/seed{s}/metrics.json", log]
+                for candidate in study.search_grid(cfg, "glue", task, v, n):  # a search: a folder per value
+                    run = f"n{n}" + (f"/{study.search_label(candidate)}" if candidate else "")
+                    log = f"results/logs/glue/{task}/{v}/{run}" + (f"/seed{s}.log" if n == "full" else ".log")
+                    out += [f"results/glue/{task}/{v}/{run}/seed{s}/metrics.json", log]
     eff = glue.get("efficient", {})
     full_seeds = eff.get("full_data", {}).get("seeds")  # N = full: these seeds when set
     for task in eff.get("tasks", []):

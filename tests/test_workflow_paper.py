@@ -185,16 +185,20 @@ def test_paper_grid_runs_end_to_end(rehearsal):
     squad = pd.read_csv(rehearsal / "results/tables/squad_summary.csv", dtype={"n": str})
     assert set(squad.n) == {"100", "300", "1000", "full"}
     assert set(pd.read_csv(rehearsal / "results/tables/glue_efficient_summary.csv").task) >= set(TASKS)
+    # RAFT's low-data RAF lr searched: 3 candidates per task and N, one chosen by dev
+    selection = pd.read_csv(rehearsal / "results/tables/glue_selection.csv", dtype={"n": str})
+    assert len(selection) == len(TASKS) * 3 * 3 and set(selection.variant) == {"raft"}
+    assert (selection.groupby(["task", "n"])["chosen"].sum() == 1).all()
 
 
 @pytest.mark.slow
 def test_paper_grid_records_what_it_used(rehearsal):
     res = rehearsal / "results"
     for task, dev_part in (("rte", 623), ("mrpc", 917)):
-        m = json.loads((res / f"glue/{task}/raft/n1000/seed2022/metrics.json").read_text())
+        m = json.loads((res / f"glue/{task}/raft/n1000/rational_lr=0.001/seed2022/metrics.json").read_text())
         assert m["sizes"]["train"] == 1000 and m["sizes"]["dev"] == dev_part and m["dev_sampling"] == "whole"
         assert any("whole dev part" in note for note in m["data_notes"])
-    m = json.loads((res / "glue/cola/raft/n1000/seed2022/metrics.json").read_text())
+    m = json.loads((res / "glue/cola/raft/n1000/rational_lr=0.001/seed2022/metrics.json").read_text())
     assert m["sizes"]["dev"] == 1000 and m["dev_sampling"] == "sampled"
     for n in ("100", "full"):
         m = json.loads((res / f"squad/bert/n{n}/seed2022/metrics.json").read_text())
