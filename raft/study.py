@@ -177,17 +177,8 @@ def zeroshot_window(config: dict, variant: str) -> dict[str, tuple[object, str]]
     """{setting: (value, config key)} of ``zeroshot.triviaqa_window`` for one variant: the
     TriviaQA windows set apart from the fine-tuning run's (``{}`` when null: the run's own). A
     value is one number or per variant (``{bert: 384, raft: 384}``, or with a ``default``)."""
-    out = {}
-    for name, value in (config.get("zeroshot", {}).get("triviaqa_window") or {}).items():
-        key = f"zeroshot.triviaqa_window.{name}"
-        if isinstance(value, dict):
-            pick = variant if variant in value else "default"
-            if pick not in value:
-                raise ConfigError(f"invalid configuration value at '{key}': {value} has no value for {variant} "
-                                  "and no 'default'")
-            value, key = value[pick], f"{key}.{pick}"
-        out[name] = (value, key)
-    return out
+    window = config.get("zeroshot", {}).get("triviaqa_window") or {}
+    return {name: pick(value, f"zeroshot.triviaqa_window.{name}", variant) for name, value in window.items()}
 
 
 def zeroshot_args(config: dict, target: str, variant: str) -> str:
@@ -248,15 +239,20 @@ def setting(config: dict, study: str, key: str, *, task: str, variant: str, n) -
         value = layer.get(key)
         if value is None:
             continue
-        path = f"{where}.{key}" if where else key
-        if isinstance(value, dict):
-            pick = variant if variant in value else task if task in value else "default"
-            if pick not in value:
-                raise ConfigError(f"invalid configuration value at '{path}': {value} has no value for "
-                                  f"{variant} / {task} and no 'default'")
-            return value[pick], f"{path}.{pick}"
-        return value, path
+        return pick(value, f"{where}.{key}" if where else key, variant, task)
     return None, f"{section_of(study)}.{key}"
+
+
+def pick(value, path: str, variant: str, task: str | None = None) -> tuple[object, str]:
+    """(value, config key) of a setting for one run: a mapping gives its entry for the variant,
+    else the task, else ``default``; any other value is itself."""
+    if not isinstance(value, dict):
+        return value, path
+    name = variant if variant in value else task if task in value else "default"
+    if name not in value:
+        what = f"{variant} / {task}" if task else variant
+        raise ConfigError(f"invalid configuration value at '{path}': {value} has no value for {what} and no 'default'")
+    return value[name], f"{path}.{name}"
 
 
 def finetune_settings(config: dict, study: str, task: str, variant: str, n,
@@ -290,12 +286,6 @@ def search_grid(config: dict, study: str, task: str, variant: str, n) -> list[di
     the searched settings' values; ``[{}]`` (one plain run) when nothing is searched."""
     found = _searched(config, study, task, variant, n)
     return [dict(zip(found, combo)) for combo in itertools.product(*found.values())] or [{}]
-
-
-def searched_settings(config: dict, study: str) -> list[str]:
-    """The settings some run of ``study`` searches (in `SEARCHABLE` order)."""
-    keys = {k for t, v, n in {r[:3] for r in runs(config, study)} for k in _searched(config, study, t, v, n)}
-    return [k for k in SEARCHABLE if k in keys]
 
 
 def search_label(candidate: dict) -> str:

@@ -322,7 +322,6 @@ def test_a_list_is_a_search_for_the_variants_it_can_change():
     assert flags(cfg, "glue", "rte", "bert", 300)["rational_lr"] == 5e-4
     assert study.values(study.finetune_settings(cfg, "glue", "rte", "raft", 300, {"rational_lr": 5e-3}))[
         "rational_lr"] == 5e-3
-    assert study.searched_settings(cfg, "glue") == ["rational_lr"] and study.searched_settings(cfg, "squad") == []
     both = config_of(**{"glue.lr": {"bert": [1.0e-4, 3.0e-4], "raft": 3.0e-4}, "glue.rational_lr": [1.0e-3, 5.0e-3]})
     assert len(study.search_grid(both, "glue", "rte", "bert", 300)) == 2
     assert study.search_grid(both, "glue", "rte", "raft", 300) == [{"rational_lr": 1e-3}, {"rational_lr": 5e-3}]

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import json
 import math
 import os
@@ -414,10 +415,15 @@ def run_settings(hyperparameters: dict) -> dict[str, str]:
     """The settings of a run (its record's ``hyperparameters`` that are fine-tuning settings,
     `raft.settings.SquadFinetune`, plus the resolved precision), each as compact JSON; values
     derived per run (the step counts of a seed's sample) are left out."""
+    keys = _setting_keys()
+    return {k: json.dumps(v, sort_keys=True) for k, v in (hyperparameters or {}).items() if k in keys}
+
+
+@functools.cache
+def _setting_keys() -> frozenset[str]:
     from raft import settings
 
-    keys = {f.name for f in dataclasses.fields(settings.SquadFinetune)} | {"precision"}
-    return {k: json.dumps(v, sort_keys=True) for k, v in (hyperparameters or {}).items() if k in keys}
+    return frozenset({f.name for f in dataclasses.fields(settings.SquadFinetune)} | {"precision"})
 
 
 def check_cells(runs: pd.DataFrame, study: str) -> None:
@@ -643,7 +649,11 @@ def study_tables(results: str | os.PathLike, study: str,
                  files: list[Path] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(runs, long, summary) of one study from its result files (``files``, default
     `record_files`); the zero-shot tables get the ``ZEROSHOT_COLUMNS`` (`zeroshot_columns`)."""
-    runs, _ = select_candidates(load_runs(results, study, files))
+    return tables_of(select_candidates(load_runs(results, study, files))[0], study)
+
+
+def tables_of(runs: pd.DataFrame, study: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """`study_tables` of runs already loaded and reduced to the searches' chosen candidates."""
     check_cells(runs, study)
     long = long_table(runs)
     summary = summary_table(long, average=STUDIES[study][3])
@@ -839,12 +849,12 @@ def aggregate(results: str | os.PathLike = "results", output: str | os.PathLike 
     files = {study: sorted(paths) for study, paths in listed.items()}
     tables = {"pretrain": (output / "pretrain.csv", load_pretrain(results, files["pretrain"]))}
     for study, (_, long_name, summary_name, _) in STUDIES.items():
-        _, long, summary = study_tables(results, study, files[study])
+        chosen, selection = select_candidates(load_runs(results, study, files[study]))
+        _, long, summary = tables_of(chosen, study)
         tables[study] = (output / long_name, long)
         tables[f"{study}_summary"] = (output / summary_name, summary)
-    for study in SEARCH_STUDIES:
-        _, selection = select_candidates(load_runs(results, study, files[study]))
-        tables[f"{study}_selection"] = (output / f"{study}_selection.csv", selection)
+        if study in SEARCH_STUDIES:
+            tables[f"{study}_selection"] = (output / f"{study}_selection.csv", selection)
     written: dict[str, Path] = {}
     for name, (path, df) in tables.items():
         write_csv(df, path)

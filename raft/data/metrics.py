@@ -153,27 +153,30 @@ def squad_metrics(predictions: Mapping[str, str], references: Mapping[str, Seque
     official script does the same, with a message).  Predictions for unknown ids are an error.
     ``score`` = f1.
     """
+    return _best_over_references(predictions, references, squad_exact_match, squad_f1,
+                                 ("squad_metrics", "references", "ids", "question", "reference answers"))
+
+
+def _best_over_references(predictions, references, exact_match, f1_score, words) -> dict[str, float]:
+    """EM / F1 in percent over every reference key: per key the best over its references, a key
+    without a prediction 0; ``score`` = f1. ``words``: (caller, what is scored, what keys are, a
+    key, its references) for the messages."""
+    caller, scored, keys, key_word, refs_word = words
     if not references:
-        raise ValueError("squad_metrics: no references to score")
+        raise ValueError(f"{caller}: no {scored} to score")
     unknown = set(predictions) - set(references)
     if unknown:
-        raise ValueError(f"squad_metrics: {len(unknown)} predictions for unknown ids, e.g. {sorted(unknown)[:3]}")
+        raise ValueError(f"{caller}: {len(unknown)} predictions for unknown {keys}, e.g. {sorted(unknown)[:3]}")
     em = f1 = 0.0
-    for qid, gts in references.items():
-        if isinstance(gts, str):
-            gts = [gts]
-        gts = list(gts)
+    for key, gts in references.items():
+        gts = [gts] if isinstance(gts, str) else list(gts)
         if not gts:
-            raise ValueError(f"squad_metrics: question {qid!r} has no reference answers")
-        if qid not in predictions:
-            continue
-        pred = predictions[qid]
-        em += _max_over(squad_exact_match, pred, gts)
-        f1 += _max_over(squad_f1, pred, gts)
+            raise ValueError(f"{caller}: {key_word} {key!r} has no {refs_word}")
+        if key in predictions:
+            em += _max_over(exact_match, predictions[key], gts)
+            f1 += _max_over(f1_score, predictions[key], gts)
     n = len(references)
-    out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
-    out["score"] = out["f1"]
-    return out
+    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "score": 100.0 * f1 / n}
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,23 +224,8 @@ def triviaqa_metrics(predictions: Mapping[str, str], ground_truths: Mapping[str,
     summed over the keys and divided by the number of keys (:129-130): a key without a
     prediction counts 0 (:107-111). Predictions for unknown keys are an error here (the script
     ignores them)."""
-    if not ground_truths:
-        raise ValueError("triviaqa_metrics: no ground truths to score")
-    unknown = set(predictions) - set(ground_truths)
-    if unknown:
-        raise ValueError(f"triviaqa_metrics: {len(unknown)} predictions for unknown keys, e.g. {sorted(unknown)[:3]}")
-    em = f1 = 0.0
-    for key, gts in ground_truths.items():
-        gts = [gts] if isinstance(gts, str) else list(gts)
-        if not gts:
-            raise ValueError(f"triviaqa_metrics: key {key!r} has no ground truths")
-        if key in predictions:
-            em += _max_over(triviaqa_exact_match, predictions[key], gts)
-            f1 += _max_over(triviaqa_f1, predictions[key], gts)
-    n = len(ground_truths)
-    out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
-    out["score"] = out["f1"]
-    return out
+    return _best_over_references(predictions, ground_truths, triviaqa_exact_match, triviaqa_f1,
+                                 ("triviaqa_metrics", "ground truths", "keys", "key", "ground truths"))
 
 
 # ----------------------------------------------------------------------------------------

@@ -212,15 +212,12 @@ def run(settings, jobs: list[Job], adapter: Adapter, *, cache_dir=None, runs_dir
     for job in jobs:
         check_output_path(job.output)
     session = open_session(settings, jobs[0], adapter, cache_dir)
-    todo = []
-    for job in jobs:
-        request = request_sha1(session, job)
-        if not reuse(job, request, runs_dir):
-            todo.append((job, request))
+    requests = [request_sha1(session, job) for job in jobs]
+    todo = [(job, request) for job, request in zip(jobs, requests) if not reuse(job, request, runs_dir)]
     log.info("%s: %d of %d runs to do (setup %.1fs)", adapter.task, len(todo), len(jobs), session.setup_s)
     for i, (job, request) in enumerate(todo, 1):
         run_one(session, job, request, index=(i, len(todo)), runs_dir=runs_dir)
-    dropped = drop_copies([request_sha1(session, job) for job in jobs], runs_dir)
+    dropped = drop_copies(requests, runs_dir)
     if dropped:
         log.info("every run recorded in its output; per-run copies dropped from %s: %d", runs_dir, dropped)
     return 0
